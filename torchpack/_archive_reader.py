@@ -1,0 +1,280 @@
+"""The archive reader: a strict ZIP parser over a file mapping, a buffer, or an unzipped folder.
+
+It checks what a hostile or damaged archive could lie about before anything is used: the end
+record, every central-directory entry's bounds, names (no absolute paths, no ``..``, no
+duplicates, one top-level folder), compression of tensor records, and each local header
+against its central entry. Records are served as ``memoryview`` slices of one mapping of the
+file, so tensor records can back tensors directly (see :mod:`torchpack._storage`).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+from . import _zip_format as fmt
+from .errors import ArchiveFormatError
+
+ArchiveSource = Union[str, os.PathLike, BinaryIO, bytes, bytearray, memoryview]
+
+# The end record is 22 bytes plus a comment of up to 65535 bytes.
+_MAX_END_SEARCH = fmt.END_OF_CENTRAL_DIR.size + 0xFFFF
+
+
+@dataclass
+class _Entry:
+    name: str  # relative to the top folder
+    method: int
+    flags: int
+    crc32: int
+    compressed_size: int
+    size: int
+    header_offset: int
+    data_offset: int = -1  # resolved from the local header on first use
+
+
+def check_record_name(name: str, archive: str) -> None:
+    """Reject names that could escape a folder when extracted, or that are ambiguous."""
+    if not name or name.startswith("/") or "\\" in name or "\0" in name or (len(name) > 1 and name[1] == ":"):
+        raise ArchiveFormatError(f"{archive}: unsafe record name {name!r}")
+    parts = name.rstrip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ArchiveFormatError(f"{archive}: unsafe record name {name!r}")
+
+
+class ZipArchiveReader:
+    """Reads records from a torch.package / torchpack ZIP."""
+
+    def __init__(self, source: ArchiveSource, *, use_mmap: bool = True) -> None:
+        self.mapped = False
+        if isinstance(source, (str, os.PathLike)):
+            self.name = os.fspath(source)
+            with open(self.name, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size == 0:
+                    raise ArchiveFormatError(f"{self.name}: empty file, not a ZIP archive")
+                if use_mmap:
+                    # Copy-on-write: tensors built on this mapping are writable, and writes to
+                    # them stay private to this process - the archive file never changes.
+                    self._data = memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY))
+                    self.mapped = True
+                else:
+                    self._data = memoryview(handle.read())
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            self.name = "<bytes>"
+            self._data = memoryview(source).cast("B")
+        else:
+            self.name = getattr(source, "name", None) or "<buffer>"
+            if not isinstance(self.name, str):
+                self.name = "<buffer>"
+            self._data = memoryview(source.read())
+        self._entries: dict[str, _Entry] = {}
+        self.top_folder = ""
+        self._parse_directory()
+
+    # -- public surface -------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def has_record(self, name: str) -> bool:
+        return name in self._entries
+
+    def record_size(self, name: str) -> int:
+        return self._entry(name).size
+
+    def read(self, name: str) -> bytes:
+        """The record's bytes, with its CRC checked."""
+        entry = self._entry(name)
+        raw = self._raw(entry)
+        if entry.method == fmt.DEFLATED:
+            try:
+                data = zlib.decompress(raw, -15)
+            except zlib.error as error:
+                raise ArchiveFormatError(f"{self.name}: record {name!r} does not inflate: {error}") from None
+        else:
+            data = bytes(raw)
+        if len(data) != entry.size:
+            raise ArchiveFormatError(f"{self.name}: record {name!r} is {len(data)} bytes, its entry says {entry.size}")
+        if zlib.crc32(data) != entry.crc32:
+            raise ArchiveFormatError(f"{self.name}: record {name!r} fails its CRC-32 check (corrupted)")
+        return data
+
+    def view(self, name: str, *, check_crc: bool = True) -> memoryview:
+        """A zero-copy view of a stored record (tensor data); compressed records are refused."""
+        entry = self._entry(name)
+        if entry.method != fmt.STORED:
+            raise ArchiveFormatError(f"{self.name}: tensor record {name!r} is compressed; it must be stored")
+        raw = self._raw(entry)
+        if check_crc and zlib.crc32(raw) != entry.crc32:
+            raise ArchiveFormatError(f"{self.name}: record {name!r} fails its CRC-32 check (corrupted)")
+        return raw
+
+    def data_offset(self, name: str) -> int:
+        entry = self._entry(name)
+        self._raw(entry)
+        return entry.data_offset
+
+    # -- parsing --------------------------------------------------------------------------
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"{self.name}: no record {name!r} in the archive") from None
+
+    def _fail(self, what: str) -> ArchiveFormatError:
+        return ArchiveFormatError(f"{self.name}: {what}")
+
+    def _find_end_record(self) -> int:
+        data = self._data
+        floor = max(0, len(data) - _MAX_END_SEARCH)
+        position = bytes(data[floor:]).rfind(fmt.END_OF_CENTRAL_DIR_SIGNATURE)
+        if position < 0 or floor + position + fmt.END_OF_CENTRAL_DIR.size > len(data):
+            raise self._fail("not a ZIP archive (no end-of-central-directory record; truncated or another format)")
+        return floor + position
+
+    def _parse_directory(self) -> None:
+        data = self._data
+        end = self._find_end_record()
+        (_, disk, _, _, count, dir_size, dir_offset, _) = fmt.END_OF_CENTRAL_DIR.unpack_from(data, end)
+        if disk != 0:
+            raise self._fail("multi-disk ZIP archives are not supported")
+        locator = end - fmt.ZIP64_LOCATOR.size
+        if locator >= 0 and bytes(data[locator : locator + 4]) == fmt.ZIP64_LOCATOR_SIGNATURE:
+            _, _, zip64_end, _ = fmt.ZIP64_LOCATOR.unpack_from(data, locator)
+            if zip64_end + fmt.ZIP64_END_OF_CENTRAL_DIR.size > locator:
+                raise self._fail("ZIP64 end record points outside the file")
+            fields = fmt.ZIP64_END_OF_CENTRAL_DIR.unpack_from(data, zip64_end)
+            if fields[0] != fmt.ZIP64_END_OF_CENTRAL_DIR_SIGNATURE:
+                raise self._fail("bad ZIP64 end-of-central-directory record")
+            count, dir_size, dir_offset = fields[7], fields[8], fields[9]
+        if dir_offset + dir_size > len(data):
+            raise self._fail("central directory lies outside the file (truncated?)")
+        position = dir_offset
+        top_folder: str | None = None
+        for _ in range(count):
+            if position + fmt.CENTRAL_HEADER.size > dir_offset + dir_size:
+                raise self._fail("central directory is shorter than its entry count says")
+            fields = fmt.CENTRAL_HEADER.unpack_from(data, position)
+            if fields[0] != fmt.CENTRAL_HEADER_SIGNATURE:
+                raise self._fail(f"bad central directory entry at offset {position}")
+            flags, method, crc, csize, size = fields[3], fields[4], fields[7], fields[8], fields[9]
+            name_len, extra_len, comment_len, offset = fields[10], fields[11], fields[12], fields[16]
+            name_start = position + fmt.CENTRAL_HEADER.size
+            raw_name = bytes(data[name_start : name_start + name_len])
+            extra = bytes(data[name_start + name_len : name_start + name_len + extra_len])
+            position = name_start + name_len + extra_len + comment_len
+            try:
+                full_name = raw_name.decode("utf-8" if flags & fmt.FLAG_UTF8 else "cp437")
+            except UnicodeDecodeError:
+                raise self._fail(f"record name {raw_name!r} is not valid UTF-8") from None
+            check_record_name(full_name, self.name)
+            if flags & 0x1:
+                raise self._fail(f"record {full_name!r} is encrypted")
+            if method not in (fmt.STORED, fmt.DEFLATED):
+                raise self._fail(f"record {full_name!r} uses unsupported compression method {method}")
+            size, csize, offset = self._apply_zip64(extra, size, csize, offset, full_name)
+            folder, _, name = full_name.partition("/")
+            if top_folder is None:
+                top_folder = folder
+            if folder != top_folder or not name:
+                raise self._fail(
+                    f"record {full_name!r} is outside the archive's single top-level folder {top_folder!r}/"
+                )
+            if name.endswith("/"):
+                continue  # folder entries, as some zip tools add them
+            if name in self._entries:
+                raise self._fail(f"duplicate record name {name!r}")
+            if offset + fmt.LOCAL_HEADER.size + csize > dir_offset:
+                raise self._fail(f"record {name!r} claims data beyond the central directory (sizes lie)")
+            self._entries[name] = _Entry(name, method, flags, crc, csize, size, offset)
+        if top_folder is None:
+            raise self._fail("the archive holds no records")
+        self.top_folder = top_folder
+
+    def _apply_zip64(self, extra: bytes, size: int, csize: int, offset: int, name: str) -> tuple[int, int, int]:
+        if fmt.ZIP32_LIMIT not in (size, csize, offset):
+            return size, csize, offset
+        position = 0
+        while position + 4 <= len(extra):
+            header_id, length = fmt.EXTRA_HEADER.unpack_from(extra, position)
+            body = extra[position + 4 : position + 4 + length]
+            position += 4 + length
+            if header_id != fmt.ZIP64_EXTRA_ID:
+                continue
+            values = [int.from_bytes(body[i : i + 8], "little") for i in range(0, len(body) - 7, 8)]
+            if size == fmt.ZIP32_LIMIT and values:
+                size = values.pop(0)
+            if csize == fmt.ZIP32_LIMIT and values:
+                csize = values.pop(0)
+            if offset == fmt.ZIP32_LIMIT and values:
+                offset = values.pop(0)
+            return size, csize, offset
+        raise self._fail(f"record {name!r} needs a ZIP64 extra field but has none")
+
+    def _raw(self, entry: _Entry) -> memoryview:
+        if entry.data_offset < 0:
+            data = self._data
+            fields = fmt.LOCAL_HEADER.unpack_from(data, entry.header_offset)
+            if fields[0] != fmt.LOCAL_HEADER_SIGNATURE:
+                raise self._fail(f"record {entry.name!r}: local header missing at offset {entry.header_offset}")
+            name_len, extra_len = fields[9], fields[10]
+            start = entry.header_offset + fmt.LOCAL_HEADER.size
+            local_name = bytes(data[start : start + name_len]).decode("utf-8", "replace")
+            if local_name.partition("/")[2] != entry.name:
+                raise self._fail(f"record {entry.name!r}: local header names {local_name!r} instead")
+            entry.data_offset = start + name_len + extra_len
+            if entry.data_offset + entry.compressed_size > len(data):
+                raise self._fail(f"record {entry.name!r} extends past the end of the file (truncated)")
+            if entry.method == fmt.STORED and entry.size != entry.compressed_size:
+                raise self._fail(f"stored record {entry.name!r} has two different sizes")
+        return self._data[entry.data_offset : entry.data_offset + entry.compressed_size]
+
+
+class DirectoryArchiveReader:
+    """Reads an unzipped archive: a folder laid out like the ZIP's top-level folder."""
+
+    mapped = False
+
+    def __init__(self, folder: Union[str, os.PathLike]) -> None:
+        self.root = Path(folder)
+        self.name = os.fspath(folder)
+        self.top_folder = self.root.name
+
+    def names(self) -> list[str]:
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+
+    def _path(self, name: str) -> Path:
+        check_record_name(name, self.name)
+        return self.root / name
+
+    def has_record(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def record_size(self, name: str) -> int:
+        return self._path(name).stat().st_size
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(f"{self.name}: no record {name!r} in the archive") from None
+
+    def view(self, name: str, *, check_crc: bool = True) -> memoryview:
+        return memoryview(self.read(name))
+
+
+ArchiveReader = Union[ZipArchiveReader, DirectoryArchiveReader]
+
+
+def open_archive(source: ArchiveSource, *, use_mmap: bool = True) -> ArchiveReader:
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        return DirectoryArchiveReader(source)
+    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
+        raise FileNotFoundError(f"{os.fspath(source)}: no such archive")
+    return ZipArchiveReader(source, use_mmap=use_mmap)

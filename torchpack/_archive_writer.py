@@ -1,0 +1,215 @@
+"""The archive writer: a deterministic ZIP with aligned, uncompressed tensor records.
+
+Lifecycle: records are appended as they are produced (storages stream straight from tensor
+memory while a pickle is being written, so the model is never copied); ``close()`` adds the
+central directory, sorted by name, and - for a file target - renames the temporary file onto
+the requested path. ``abort()`` removes the temporary file, so a failed export leaves nothing.
+
+Local records are laid out in the order they were written, which is itself deterministic
+(pickling order, then sources sorted by name); the central directory that every ZIP reader
+lists from is sorted by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Union
+
+from . import _zip_format as fmt
+from .errors import TorchpackError
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+# Below this size a helper thread costs more than hashing inline.
+_PARALLEL_HASH_THRESHOLD = 1 << 20
+
+
+@dataclass(frozen=True)
+class WrittenRecord:
+    """What the writer knows about one record once its bytes are down."""
+
+    name: str  # relative to the top folder
+    offset: int  # of the local header
+    size: int
+    crc32: int
+    sha256: str
+
+
+def _digest(data: Buffer) -> tuple[int, str]:
+    """CRC-32 and SHA-256 of ``data``; large buffers are hashed on two cores at once."""
+    if len(data) < _PARALLEL_HASH_THRESHOLD:
+        return zlib.crc32(data), hashlib.sha256(data).hexdigest()
+    sha = hashlib.sha256()
+    # hashlib and zlib both release the GIL on large buffers, so the two really overlap.
+    worker = threading.Thread(target=sha.update, args=(data,))
+    worker.start()
+    crc = zlib.crc32(data)
+    worker.join()
+    return crc, sha.hexdigest()
+
+
+class ArchiveWriter:
+    """Appends records to a ZIP file or binary stream; see the module docstring for the lifecycle."""
+
+    def __init__(self, target: Union[str, os.PathLike, BinaryIO]) -> None:
+        self._final_path: str | None = None
+        self._temp_path: str | None = None
+        if isinstance(target, (str, os.PathLike)):
+            self._final_path = os.path.abspath(os.fspath(target))
+            folder = os.path.dirname(self._final_path)
+            fd, self._temp_path = tempfile.mkstemp(prefix=".torchpack-", suffix=".tmp", dir=folder)
+            self._stream: BinaryIO = os.fdopen(fd, "wb")
+        else:
+            self._stream = target
+        self._position = 0
+        self._records: dict[str, WrittenRecord] = {}
+        self._date, self._time = fmt.dos_timestamp()
+        self._closed = False
+
+    @property
+    def records(self) -> dict[str, WrittenRecord]:
+        return self._records
+
+    def has_record(self, name: str) -> bool:
+        return name in self._records
+
+    def write_record(self, name: str, data: Buffer, *, align: bool = False) -> WrittenRecord:
+        """Append one stored record. ``align`` puts its first data byte on a 64-byte boundary."""
+        if self._closed:
+            raise TorchpackError(f"cannot write {name!r}: the archive is already closed")
+        if name in self._records:
+            raise TorchpackError(f"record {name!r} was written twice to the archive")
+        data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+        size = len(data)
+        crc, sha = _digest(data)
+        full_name = f"{fmt.TOP_FOLDER}/{name}".encode("utf-8")
+        zip64 = size >= fmt.ZIP32_LIMIT
+        extra = b""
+        if zip64:
+            extra = fmt.EXTRA_HEADER.pack(fmt.ZIP64_EXTRA_ID, 16) + size.to_bytes(8, "little") * 2
+        if align:
+            data_start = self._position + fmt.LOCAL_HEADER.size + len(full_name) + len(extra)
+            padding = -(data_start + fmt.EXTRA_HEADER.size) % fmt.STORAGE_ALIGNMENT
+            extra += fmt.EXTRA_HEADER.pack(fmt.ALIGNMENT_EXTRA_ID, padding) + b"\0" * padding
+        header = fmt.LOCAL_HEADER.pack(
+            fmt.LOCAL_HEADER_SIGNATURE,
+            fmt.ZIP64_VERSION if zip64 else fmt.ZIP_VERSION,
+            fmt.FLAG_UTF8,
+            fmt.STORED,
+            self._time,
+            self._date,
+            crc,
+            fmt.ZIP32_LIMIT if zip64 else size,
+            fmt.ZIP32_LIMIT if zip64 else size,
+            len(full_name),
+            len(extra),
+        )
+        record = WrittenRecord(name, self._position, size, crc, sha)
+        self._stream.write(header)
+        self._stream.write(full_name)
+        self._stream.write(extra)
+        self._stream.write(data)
+        self._position += len(header) + len(full_name) + len(extra) + size
+        self._records[name] = record
+        return record
+
+    def close(self) -> None:
+        """Write the central directory and, for files, move the archive into place."""
+        if self._closed:
+            return
+        self._write_central_directory()
+        self._closed = True
+        self._stream.flush()
+        if self._final_path is not None:
+            assert self._temp_path is not None
+            os.fchmod(self._stream.fileno(), 0o644)
+            self._stream.close()
+            os.replace(self._temp_path, self._final_path)
+            self._temp_path = None
+
+    def abort(self) -> None:
+        """Forget everything written; a file target is left untouched (its temp file removed)."""
+        self._closed = True
+        if self._temp_path is not None:
+            self._stream.close()
+            try:
+                os.unlink(self._temp_path)
+            except FileNotFoundError:
+                pass
+            self._temp_path = None
+
+    def _write_central_directory(self) -> None:
+        start = self._position
+        for name in sorted(self._records):
+            record = self._records[name]
+            full_name = f"{fmt.TOP_FOLDER}/{name}".encode("utf-8")
+            zip64_fields = b""
+            size_field = record.size
+            offset_field = record.offset
+            if record.size >= fmt.ZIP32_LIMIT:
+                zip64_fields += record.size.to_bytes(8, "little") * 2
+                size_field = fmt.ZIP32_LIMIT
+            if record.offset >= fmt.ZIP32_LIMIT:
+                zip64_fields += record.offset.to_bytes(8, "little")
+                offset_field = fmt.ZIP32_LIMIT
+            extra = fmt.EXTRA_HEADER.pack(fmt.ZIP64_EXTRA_ID, len(zip64_fields)) + zip64_fields if zip64_fields else b""
+            version = fmt.ZIP64_VERSION if zip64_fields else fmt.ZIP_VERSION
+            entry = fmt.CENTRAL_HEADER.pack(
+                fmt.CENTRAL_HEADER_SIGNATURE,
+                fmt.MADE_BY_UNIX << 8 | version,
+                version,
+                fmt.FLAG_UTF8,
+                fmt.STORED,
+                self._time,
+                self._date,
+                record.crc32,
+                size_field,
+                size_field,
+                len(full_name),
+                len(extra),
+                0,
+                0,
+                0,
+                fmt.RECORD_MODE << 16,
+                offset_field,
+            )
+            self._stream.write(entry + full_name + extra)
+            self._position += len(entry) + len(full_name) + len(extra)
+        directory_size = self._position - start
+        count = len(self._records)
+        if count >= fmt.ZIP16_LIMIT or start >= fmt.ZIP32_LIMIT or directory_size >= fmt.ZIP32_LIMIT:
+            zip64_end = self._position
+            self._stream.write(
+                fmt.ZIP64_END_OF_CENTRAL_DIR.pack(
+                    fmt.ZIP64_END_OF_CENTRAL_DIR_SIGNATURE,
+                    fmt.ZIP64_END_OF_CENTRAL_DIR.size - 12,
+                    fmt.MADE_BY_UNIX << 8 | fmt.ZIP64_VERSION,
+                    fmt.ZIP64_VERSION,
+                    0,
+                    0,
+                    count,
+                    count,
+                    directory_size,
+                    start,
+                )
+            )
+            self._stream.write(fmt.ZIP64_LOCATOR.pack(fmt.ZIP64_LOCATOR_SIGNATURE, 0, zip64_end, 1))
+            self._position += fmt.ZIP64_END_OF_CENTRAL_DIR.size + fmt.ZIP64_LOCATOR.size
+        self._stream.write(
+            fmt.END_OF_CENTRAL_DIR.pack(
+                fmt.END_OF_CENTRAL_DIR_SIGNATURE,
+                0,
+                0,
+                min(count, fmt.ZIP16_LIMIT),
+                min(count, fmt.ZIP16_LIMIT),
+                min(directory_size, fmt.ZIP32_LIMIT),
+                min(start, fmt.ZIP32_LIMIT),
+                0,
+            )
+        )
+        self._position += fmt.END_OF_CENTRAL_DIR.size

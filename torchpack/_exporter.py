@@ -1,0 +1,444 @@
+"""PackageExporter: plans what goes into a package, then writes it.
+
+The exporter owns the lifecycle and the user-facing API; the work is delegated:
+:mod:`._resolution` (the module graph and finding modules), :mod:`._source_scan` (imports in
+source), :mod:`._pickling` (objects to bytes plus the globals they use), :mod:`._storage`
+(tensor memory) and :mod:`._archive_writer` (the deterministic ZIP).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import os
+import pathlib
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Union
+
+from . import _records as records
+from ._archive_writer import ArchiveWriter
+from ._globbing import GlobGroup, GlobPattern
+from ._hooks import RemovableHandle, register
+from ._mock_source import MOCK_SUPPORT_MODULE, MOCK_SUPPORT_SOURCE, MOCKED_MODULE_SOURCE
+from ._pickling import pickle_object
+from ._resolution import DependencyGraph, ModuleAction, ModuleNode, locate_module, module_exists
+from ._source_scan import shared_scan_cache
+from ._stdlib import is_stdlib_module
+from ._storage import describe_storage, is_storage, storage_bytes, storage_location
+from .errors import BrokenModule, BrokenReason, EmptyMatchError, PackagingError, TorchpackError
+from .importer import Importer, OrderedImporter, sys_importer
+
+ActionHook = Callable[["PackageExporter", str], None]
+
+
+@dataclass
+class _PatternRule:
+    action: ModuleAction
+    allow_empty: bool
+    was_matched: bool = False
+
+
+def _resource_path(package: str, resource: str) -> str:
+    resource = pathlib.PurePosixPath(resource).as_posix()
+    if resource.startswith("/") or ".." in resource.split("/"):
+        raise ValueError(f"resource name {resource!r} must be a relative path inside its package")
+    return f"{package.replace('.', '/')}/{resource}"
+
+
+class PackageExporter:
+    """Writes a package: code, pickled objects and resources in one reproducible archive.
+
+    Use it as a context manager; the archive is complete when the ``with`` block (or
+    :meth:`close`) ends, and nothing is left behind if it fails.
+    """
+
+    importer: Importer
+
+    def __init__(
+        self,
+        f: Union[str, os.PathLike, BinaryIO],
+        importer: Union[Importer, Sequence[Importer]] = sys_importer,
+        debug: bool = False,
+    ) -> None:
+        if isinstance(importer, Importer):
+            self.importer = importer
+        elif isinstance(importer, collections.abc.Sequence):
+            self.importer = OrderedImporter(*importer)
+        else:
+            raise TypeError(f"importer must be an Importer or a sequence of Importers, not {type(importer).__name__}")
+        self.debug = debug
+        self.dependency_graph = DependencyGraph()
+        self.patterns: dict[GlobGroup, _PatternRule] = {}
+        self._extern_hooks: dict[int, ActionHook] = {}
+        self._mock_hooks: dict[int, ActionHook] = {}
+        self._intern_hooks: dict[int, ActionHook] = {}
+        self._unique_ids = 0
+        self._read_files: set[str] = set()
+        # Storages already written, keyed by their C++ identity; the storage object is kept
+        # alive so the identity cannot be reused by another storage during the export.
+        self._storage_keys: dict[int, tuple[str, Any]] = {}
+        self._reduced: dict[int, tuple[Any, ...]] = {}
+        self._writer = ArchiveWriter(f)
+        self._closed = False
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def _add_rule(self, action: ModuleAction, include: GlobPattern, exclude: GlobPattern, allow_empty: bool) -> None:
+        self.patterns[GlobGroup(include, exclude=exclude)] = _PatternRule(action, allow_empty)
+
+    def intern(self, include: GlobPattern, *, exclude: GlobPattern = (), allow_empty: bool = True) -> None:
+        """Put the modules matching ``include`` (minus ``exclude``) into the package."""
+        self._add_rule(ModuleAction.INTERN, include, exclude, allow_empty)
+
+    def extern(self, include: GlobPattern, *, exclude: GlobPattern = (), allow_empty: bool = True) -> None:
+        """Leave matching modules out: the loading environment's importer provides them."""
+        self._add_rule(ModuleAction.EXTERN, include, exclude, allow_empty)
+
+    def mock(self, include: GlobPattern, *, exclude: GlobPattern = (), allow_empty: bool = True) -> None:
+        """Replace matching modules by stubs whose objects raise NotImplementedError when used."""
+        self._add_rule(ModuleAction.MOCK, include, exclude, allow_empty)
+
+    def deny(self, include: GlobPattern, *, exclude: GlobPattern = ()) -> None:
+        """Make a dependency on a matching module an error."""
+        self._add_rule(ModuleAction.DENY, include, exclude, allow_empty=True)
+
+    def register_extern_hook(self, hook: ActionHook) -> RemovableHandle:
+        """Call ``hook(exporter, module_name)`` for each extern module, in order, at close."""
+        return register(self._extern_hooks, hook)
+
+    def register_mock_hook(self, hook: ActionHook) -> RemovableHandle:
+        """Call ``hook(exporter, module_name)`` for each mocked module, in order, at close."""
+        return register(self._mock_hooks, hook)
+
+    def register_intern_hook(self, hook: ActionHook) -> RemovableHandle:
+        """Call ``hook(exporter, module_name)`` for each interned module, in order, at close."""
+        return register(self._intern_hooks, hook)
+
+    # -- dependency resolution --------------------------------------------------------------
+
+    @staticmethod
+    def _can_implicitly_extern(module_name: str) -> bool:
+        top = module_name.partition(".")[0]
+        return top == "torch" or is_stdlib_module(top)
+
+    def add_dependency(self, module_name: str, dependencies: bool = True) -> None:
+        """Resolve ``module_name`` against the actions and, if interned, its own imports."""
+        graph = self.dependency_graph
+        if module_name in graph.nodes and graph.nodes[module_name].provided:
+            return
+        node = graph.node(module_name)
+        if module_name == "torch_package_importer":
+            node.action, node.provided = ModuleAction.SKIP, True
+            return
+        if module_name == MOCK_SUPPORT_MODULE:
+            node.action, node.provided = ModuleAction.REPACKAGED_MOCK_MODULE, True
+            return
+        if self._can_implicitly_extern(module_name):
+            node.action, node.provided = ModuleAction.EXTERN, True
+            return
+        for pattern, rule in self.patterns.items():
+            if pattern.matches(module_name):
+                rule.was_matched = True
+                if rule.action is ModuleAction.INTERN:
+                    self._intern_module(module_name, dependencies)
+                else:
+                    node.action, node.provided = rule.action, True
+                    if rule.action is ModuleAction.DENY:
+                        node.broken = BrokenReason.DENIED
+                return
+        node.broken = BrokenReason.NO_ACTION
+
+    def _intern_module(self, module_name: str, dependencies: bool) -> None:
+        node = self.dependency_graph.node(module_name)
+        node.action, node.provided = ModuleAction.INTERN, True
+        try:
+            located = locate_module(self.importer, module_name)
+        except ImportError as error:
+            node.broken, node.context = BrokenReason.NOT_FOUND, str(error)
+            return
+        if located.source is None:
+            node.broken = BrokenReason.NO_SOURCE
+            return
+        if located.origin_file is not None:
+            self._read_files.add(os.path.abspath(located.origin_file))
+        self._set_source(node, located.source, located.is_package, dependencies)
+
+    def _set_source(self, node: ModuleNode, source: str, is_package: bool, dependencies: bool) -> None:
+        node.source, node.is_package = source, is_package
+        # Every interned module needs its parents: importing a.b.c runs a and a.b first.
+        parent = node.name.rpartition(".")[0]
+        if parent:
+            self._depend(node.name, parent)
+        if not dependencies:
+            return
+        package = node.name if is_package else parent
+        try:
+            references = shared_scan_cache.scan(source, package, records.module_filename(node.name, is_package))
+        except (SyntaxError, ValueError, ImportError) as error:
+            node.broken, node.context = BrokenReason.DEPENDENCY_RESOLUTION_FAILED, str(error)
+            return
+        for reference in references:
+            if reference.name is not None:
+                submodule = f"{reference.module}.{reference.name}"
+                if self._is_known_module(submodule):
+                    self._depend(node.name, submodule)
+                    continue
+            for ancestor in self._with_ancestors(reference.module):
+                self._depend(node.name, ancestor)
+
+    @staticmethod
+    def _with_ancestors(module_name: str) -> list[str]:
+        parts = module_name.split(".")
+        return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+    def _is_known_module(self, name: str) -> bool:
+        node = self.dependency_graph.nodes.get(name)
+        if node is not None and node.provided and node.broken is None:
+            return True
+        return module_exists(self.importer, name)
+
+    def _depend(self, user: str, module_name: str) -> None:
+        if user == module_name:
+            return
+        self.dependency_graph.add_edge(user, module_name)
+        self.add_dependency(module_name)
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def save_module(self, module_name: str, dependencies: bool = True) -> None:
+        """Intern ``module_name`` with its source, whatever the patterns say."""
+        if not isinstance(module_name, str):
+            raise TypeError("save_module() expects a module name string; to save an object use save_pickle()")
+        self._intern_module(module_name, dependencies)
+
+    def save_source_string(
+        self, module_name: str, src: str, is_package: bool = False, dependencies: bool = True
+    ) -> None:
+        """Intern ``src`` as the source of ``module_name``, replacing any earlier source for it."""
+        node = self.dependency_graph.node(module_name)
+        node.action, node.provided, node.broken = ModuleAction.INTERN, True, None
+        self._set_source(node, src, is_package, dependencies)
+
+    def save_source_file(self, module_name: str, file_or_directory: str, dependencies: bool = True) -> None:
+        """Intern a source file as ``module_name``, or a folder as the package ``module_name``."""
+        path = pathlib.Path(file_or_directory)
+        if not path.is_dir():
+            self._read_files.add(str(path.resolve()))
+            self.save_source_string(module_name, path.read_text(encoding="utf-8"), dependencies=dependencies)
+            return
+        for source_file in sorted(path.rglob("*.py")):
+            relative = source_file.relative_to(path).with_suffix("").parts
+            is_package = relative[-1] == "__init__"
+            parts = (module_name, *relative[:-1]) if is_package else (module_name, *relative)
+            self._read_files.add(str(source_file.resolve()))
+            self.save_source_string(
+                ".".join(parts), source_file.read_text(encoding="utf-8"), is_package, dependencies
+            )
+
+    def save_pickle(
+        self, package: str, resource: str, obj: Any, dependencies: bool = True, pickle_protocol: int = 3
+    ) -> None:
+        """Pickle ``obj`` to ``package/resource``; its classes and functions become dependencies."""
+        if pickle_protocol not in (3, 4):
+            raise ValueError(f"pickle_protocol must be 3 or 4 (what torch.package reads), not {pickle_protocol}")
+        filename = _resource_path(package, resource)
+        data, referenced = pickle_object(
+            obj, importer=self.importer, protocol=pickle_protocol, persistent_id=self._persistent_id
+        )
+        pickle_node_name = f"<{package}.{resource}>"
+        node = self.dependency_graph.node(pickle_node_name)
+        node.action, node.provided, node.is_pickle = ModuleAction.INTERN, True, True
+        if dependencies:
+            fields_by_module: dict[str, list[str]] = {}
+            for module_name, field in referenced:
+                fields_by_module.setdefault(module_name, []).append(field)
+            for module_name, fields in fields_by_module.items():
+                self.dependency_graph.add_edge(pickle_node_name, module_name)
+                if self._first_action(module_name) is ModuleAction.MOCK:
+                    mocked = self.dependency_graph.node(module_name)
+                    mocked.action, mocked.provided = ModuleAction.MOCK, True
+                    mocked.broken = BrokenReason.MOCKED_BUT_USED
+                    mocked.context = (
+                        f"Object(s) {fields} from module `{module_name}` was mocked out during packaging "
+                        f"but is being used in resource `{resource}` in package `{package}`."
+                    )
+                else:
+                    self.add_dependency(module_name)
+        self._writer.write_record(filename, data)
+
+    def _first_action(self, module_name: str) -> ModuleAction | None:
+        if self._can_implicitly_extern(module_name):
+            return None
+        for pattern, rule in self.patterns.items():
+            if pattern.matches(module_name):
+                return rule.action
+        return None
+
+    def _persistent_id(self, obj: Any) -> Any:
+        if is_storage(obj):
+            untyped, storage_class, count = describe_storage(obj)
+            identity = untyped._cdata
+            if identity not in self._storage_keys:
+                key = str(len(self._storage_keys))
+                self._storage_keys[identity] = (key, untyped)
+                self._writer.write_record(records.storage_record(key), storage_bytes(untyped), align=True)
+            key = self._storage_keys[identity][0]
+            return ("storage", storage_class, key, storage_location(untyped), count)
+        if hasattr(obj, "__reduce_package__") and not isinstance(obj, type):
+            # One call per object: the same object pickled twice must not save its data twice.
+            if id(obj) not in self._reduced:
+                self._reduced[id(obj)] = ("reduce_package", id(obj), *obj.__reduce_package__(self))
+            return self._reduced[id(obj)]
+        return None
+
+    def save_text(self, package: str, resource: str, text: str) -> None:
+        """Save ``text`` (UTF-8) as ``package/resource``."""
+        self._writer.write_record(_resource_path(package, resource), text.encode("utf-8"))
+
+    def save_binary(self, package: str, resource: str, binary: bytes) -> None:
+        """Save ``binary`` as ``package/resource``."""
+        self._writer.write_record(_resource_path(package, resource), bytes(binary))
+
+    def get_unique_id(self) -> str:
+        """A fresh id, unique within this package (for generated module names)."""
+        unique = str(self._unique_ids)
+        self._unique_ids += 1
+        return unique
+
+    # -- introspection ----------------------------------------------------------------------
+
+    @property
+    def read_files(self) -> list[str]:
+        """Absolute paths of every source file this export has read (for build caches)."""
+        return sorted(self._read_files)
+
+    def _modules_with_action(self, action: ModuleAction) -> list[str]:
+        return sorted(
+            name
+            for name, node in self.dependency_graph.nodes.items()
+            if node.action is action and not node.is_pickle
+        )
+
+    def externed_modules(self) -> list[str]:
+        return self._modules_with_action(ModuleAction.EXTERN)
+
+    def interned_modules(self) -> list[str]:
+        return self._modules_with_action(ModuleAction.INTERN)
+
+    def mocked_modules(self) -> list[str]:
+        return self._modules_with_action(ModuleAction.MOCK)
+
+    def denied_modules(self) -> list[str]:
+        return self._modules_with_action(ModuleAction.DENY)
+
+    def get_rdeps(self, module_name: str) -> list[str]:
+        """The modules (and pickles) that depend on ``module_name`` directly."""
+        return list(self.dependency_graph.predecessors.get(module_name, {}))
+
+    def all_paths(self, src: str, dst: str) -> str:
+        """DOT graph of every dependency path from ``src`` to ``dst``."""
+        return self.dependency_graph.all_paths(src, dst)
+
+    def dependency_graph_string(self) -> str:
+        """DOT graph of every dependency recorded so far."""
+        return self.dependency_graph.to_dot()
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def __enter__(self) -> "PackageExporter":
+        return self
+
+    def __exit__(self, exc_type: object, exc_value: object, traceback: object) -> None:
+        if exc_type is not None:
+            self._abort()
+            return
+        self.close()
+
+    def _abort(self) -> None:
+        self._closed = True
+        self._writer.abort()
+
+    def close(self) -> None:
+        """Check the plan, write every module and framework record, and finish the archive."""
+        if self._closed:
+            return
+        try:
+            self._validate()
+            self._write_modules()
+            self._write_framework_records()
+            self._writer.close()
+        except BaseException:
+            self._abort()
+            raise
+        self._closed = True
+
+    def _validate(self) -> None:
+        broken = [
+            BrokenModule(name, node.broken, node.context, tuple(self.dependency_graph.first_path(name)[::-1]))
+            for name, node in self.dependency_graph.nodes.items()
+            if node.broken is not None
+        ]
+        if broken:
+            error = PackagingError(broken, debug=self.debug)
+            error.dependency_graph = self.dependency_graph  # type: ignore[attr-defined]
+            raise error
+        for pattern, rule in self.patterns.items():
+            if not rule.allow_empty and not rule.was_matched:
+                raise EmptyMatchError(
+                    f"Exporter did not match any modules to {pattern}, which was marked as allow_empty=False"
+                )
+
+    def _write_modules(self) -> None:
+        graph = self.dependency_graph
+        nodes = list(graph.nodes.values())
+        hooks = {
+            ModuleAction.EXTERN: self._extern_hooks,
+            ModuleAction.MOCK: self._mock_hooks,
+            ModuleAction.INTERN: self._intern_hooks,
+        }
+        for node in nodes:
+            if node.action in hooks and not node.is_pickle:
+                for hook in list(hooks[node.action].values()):
+                    hook(self, node.name)
+        sources: dict[str, str] = {}
+        mocked_names = {n.name for n in nodes if n.action is ModuleAction.MOCK}
+        for node in nodes:
+            if node.action is ModuleAction.INTERN and not node.is_pickle:
+                assert node.source is not None
+                sources[records.module_filename(node.name, node.is_package)] = node.source
+            elif node.action is ModuleAction.MOCK:
+                # A mocked module is a package if it has mocked children, or is one on disk.
+                is_package = any(other.startswith(node.name + ".") for other in mocked_names) or self._is_package(
+                    node.name
+                )
+                sources[records.module_filename(node.name, is_package)] = MOCKED_MODULE_SOURCE
+        if mocked_names or any(n.action is ModuleAction.REPACKAGED_MOCK_MODULE for n in nodes):
+            sources.setdefault(records.module_filename(MOCK_SUPPORT_MODULE, False), MOCK_SUPPORT_SOURCE)
+        for filename in sorted(sources):
+            self._writer.write_record(filename, sources[filename].encode("utf-8"))
+
+    def _is_package(self, module_name: str) -> bool:
+        try:
+            return locate_module(self.importer, module_name).is_package
+        except ImportError:
+            return False
+
+    def _write_framework_records(self) -> None:
+        extern = self.externed_modules()
+        write = self._writer.write_record
+        write(records.EXTERN_MODULES, "".join(f"{name}\n" for name in extern).encode())
+        write(records.PYTHON_VERSION, platform.python_version().encode())
+        write(records.VERSION, f"{records.FORMAT_VERSION}\n".encode())
+        write(records.BYTEORDER, sys.byteorder.encode())
+        digests = {name: (r.size, r.sha256) for name, r in self._writer.records.items()}
+        write(records.SERIALIZATION_ID, records.serialization_id({n: d for n, (_, d) in digests.items()}).encode())
+        digests[records.SERIALIZATION_ID] = (
+            self._writer.records[records.SERIALIZATION_ID].size,
+            self._writer.records[records.SERIALIZATION_ID].sha256,
+        )
+        write(records.INTEGRITY, records.integrity_document(digests, records.provenance(extern)))
+
+
+__all__ = ["PackageExporter", "PackagingError", "EmptyMatchError", "TorchpackError"]

@@ -1,0 +1,382 @@
+"""PackageImporter: an isolated import system over the contents of one archive.
+
+It follows CPython's ``importlib._bootstrap`` (``__import__``, ``_gcd_import``,
+``_find_and_load``, ``_handle_fromlist``) with ``self.modules`` in place of ``sys.modules``:
+packaged code sees only the package's own modules plus the extern ones. Each module is
+registered under its *mangled* name in ``sys.modules`` too - never under its real name - so
+that tools which look a class's module up there (pickle, inspect, dataclasses, typing) work
+on packaged code without any monkeypatching.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import importlib.machinery
+import importlib.util
+import io
+import linecache
+import os
+import sys
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from . import _records as records
+from ._archive_reader import ArchiveSource, open_archive
+from ._mangling import PackageMangler, demangle
+from ._pickling import PackageUnpickler
+from ._resources import ArchiveFiles, PackageResourceReader
+from ._source_scan import resolve_relative
+from ._storage import MapLocation, restore_location, storage_from_record
+from ._zip_format import STORAGE_ALIGNMENT
+from .errors import ArchiveFormatError
+from .file_structure_representation import Directory, directory_from_records
+from .importer import Importer
+
+_NEEDS_LOADING = object()
+
+
+class _ModuleEntry:
+    """Where a packaged module's source lives (``None`` for a folder without ``__init__.py``)."""
+
+    __slots__ = ("filename", "is_package")
+
+    def __init__(self, filename: str | None, is_package: bool) -> None:
+        self.filename = filename
+        self.is_package = is_package
+
+
+class PackageImporter(Importer):
+    """Imports modules and loads objects from a package, isolated from the environment.
+
+    ``file_or_buffer`` is a path, a binary stream, bytes, or an unzipped archive folder.
+    ``module_allowed`` can veto extern modules. File archives are memory-mapped
+    copy-on-write (``mmap=True``): tensors share pages with the file, writes to them stay
+    private to the process and never reach the archive.
+    """
+
+    modules: dict[str, Any]
+
+    def __init__(
+        self,
+        file_or_buffer: ArchiveSource,
+        module_allowed: Callable[[str], bool] = lambda module_name: True,
+        *,
+        mmap: bool = True,
+    ) -> None:
+        self.zip_reader = open_archive(file_or_buffer, use_mmap=mmap)
+        if isinstance(file_or_buffer, (str, os.PathLike)):
+            self.filename = os.fspath(file_or_buffer)
+        else:
+            self.filename = "<binary>"
+        self._check_version()
+        self._record_names = self.zip_reader.names()
+        self.extern_modules = self._read_extern()
+        for extern in self.extern_modules:
+            if not module_allowed(extern):
+                raise ImportError(
+                    f"package '{self.filename}' needs the external module '{extern}' "
+                    "but that module has been disallowed"
+                )
+        self._extern_set = frozenset(self.extern_modules)
+        self._index = self._index_modules()
+        self._files = ArchiveFiles(self._record_names, self.zip_reader.read)
+        self._mangler = PackageMangler()
+        self.modules = {"torch_package_importer": self}
+        # Packaged code imports through this importer: its modules get these builtins.
+        self._builtins = dict(builtins.__dict__)
+        self._builtins["__import__"] = self.__import__
+        # Per-thread, so concurrent load_pickle calls do not see each other's state.
+        self._load_state = threading.local()
+        self._lock = threading.RLock()
+
+    # -- archive metadata -------------------------------------------------------------------
+
+    def _check_version(self) -> None:
+        reader = self.zip_reader
+        name = records.VERSION if reader.has_record(records.VERSION) else "version"
+        if not reader.has_record(name):
+            raise ArchiveFormatError(f"{reader.name}: no .data/version record; not a torch.package archive")
+        text = reader.read(name).decode("ascii", "replace").strip()
+        if not text.isdigit() or int(text) not in records.SUPPORTED_FORMAT_VERSIONS:
+            raise ArchiveFormatError(f"{reader.name}: unsupported package format version {text!r} in {name}")
+
+    def _read_extern(self) -> list[str]:
+        if not self.zip_reader.has_record(records.EXTERN_MODULES):
+            return []
+        text = self.zip_reader.read(records.EXTERN_MODULES).decode("utf-8")
+        return [line for line in text.splitlines() if line]
+
+    def _index_modules(self) -> dict[str, _ModuleEntry]:
+        index: dict[str, _ModuleEntry] = {}
+        for name in self._record_names:
+            if name.startswith(".data/"):
+                continue
+            *folders, leaf = name.split("/")
+            for depth in range(1, len(folders) + 1):
+                index.setdefault(".".join(folders[:depth]), _ModuleEntry(None, True))
+            if leaf == "__init__.py" and folders:
+                index[".".join(folders)] = _ModuleEntry(name, True)
+            elif leaf.endswith(".py"):
+                index.setdefault(".".join([*folders, leaf[:-3]]), _ModuleEntry(name, False))
+        return index
+
+    def python_version(self) -> str | None:
+        """The Python version the package was exported with, when it recorded one."""
+        if not self.zip_reader.has_record(records.PYTHON_VERSION):
+            return None
+        return self.zip_reader.read(records.PYTHON_VERSION).decode("utf-8").strip()
+
+    def id(self) -> str:
+        """This importer's mangle prefix, e.g. ``<torch_package_0>``."""
+        return self._mangler.parent_name()
+
+    def file_structure(self, *, include: Any = "**", exclude: Any = ()) -> Directory:
+        """A printable tree of the package's records, filtered by ``/``-separated globs."""
+        return directory_from_records(self.filename, self._record_names, include, exclude)
+
+    def has_module(self, name: str) -> bool:
+        return name in self._index or self._is_extern(name)
+
+    def _is_extern(self, name: str) -> bool:
+        parts = name.split(".")
+        return any(".".join(parts[: i + 1]) in self._extern_set for i in range(len(parts)))
+
+    # -- resources --------------------------------------------------------------------------
+
+    def load_binary(self, package: str, resource: str) -> bytes:
+        """The bytes saved with ``save_binary(package, resource, ...)``."""
+        return self.zip_reader.read(self._resource_path(package, resource))
+
+    def load_text(self, package: str, resource: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """The text saved with ``save_text(package, resource, ...)``."""
+        return self.load_binary(package, resource).decode(encoding, errors)
+
+    def _resource_path(self, package: str, resource: str) -> str:
+        package = self._mangler.demangle(package)
+        return f"{package.replace('.', '/')}/{resource}"
+
+    def get_resource_reader(self, fullname: str) -> PackageResourceReader | None:
+        """``importlib.resources`` support: a reader for the package ``fullname``."""
+        entry = self._index.get(self._mangler.demangle(fullname))
+        if entry is None or not entry.is_package:
+            return None
+        return PackageResourceReader(self._files, self._mangler.demangle(fullname).replace(".", "/"))
+
+    def get_source(self, module_name: str) -> str:
+        """Source of a packaged module (the loader protocol; used by linecache and inspect)."""
+        name = self._mangler.demangle(module_name)
+        entry = self._index.get(name)
+        if entry is None:
+            raise ImportError(f"no module named {name!r} in the package", name=name)
+        return "" if entry.filename is None else self.zip_reader.read(entry.filename).decode("utf-8")
+
+    # -- pickles ----------------------------------------------------------------------------
+
+    @property
+    def last_map_location(self) -> MapLocation:
+        return getattr(self._load_state, "map_location", None)
+
+    def load_pickle(self, package: str, resource: str, map_location: MapLocation = None) -> Any:
+        """Unpickle ``package/resource``, importing the classes it needs from the package."""
+        pickle_name = self._resource_path(package, resource)
+        loaded_storages: dict[str, Any] = {}
+        loaded_reduces: dict[Any, Any] = {}
+
+        def persistent_load(saved_id: Any) -> Any:
+            kind = saved_id[0].decode("ascii") if isinstance(saved_id[0], bytes) else saved_id[0]
+            if kind == "storage":
+                storage_class, key, location, _count = saved_id[1:]
+                key = key.decode("ascii") if isinstance(key, bytes) else str(key)
+                if key not in loaded_storages:
+                    storage = self._load_storage(pickle_name, key)
+                    loaded_storages[key] = restore_location(storage, location, map_location)
+                dtype = torch.uint8 if storage_class is torch.UntypedStorage else storage_class.dtype
+                return torch.storage.TypedStorage(wrap_storage=loaded_storages[key], dtype=dtype, _internal=True)
+            if kind == "reduce_package":
+                if len(saved_id) == 3:  # archives from before reduce ids existed
+                    _, func, args = saved_id
+                    return func(self, *args)
+                _, reduce_id, func, args = saved_id
+                if reduce_id not in loaded_reduces:
+                    loaded_reduces[reduce_id] = func(self, *args)
+                return loaded_reduces[reduce_id]
+            raise ArchiveFormatError(f"{self.zip_reader.name}: {pickle_name} has an unknown persistent id {kind!r}")
+
+        data = self.zip_reader.read(pickle_name)
+        unpickler = PackageUnpickler(io.BytesIO(data), self, persistent_load)
+        self._load_state.map_location = map_location
+        try:
+            result = unpickler.load()
+        finally:
+            self._load_state.map_location = None
+        torch._utils._validate_loaded_sparse_tensors()
+        return result
+
+    def _load_storage(self, pickle_name: str, key: str) -> torch.UntypedStorage:
+        record = records.storage_record(key)
+        if not self.zip_reader.has_record(record):
+            raise ArchiveFormatError(
+                f"{self.zip_reader.name}: {pickle_name} references storage {key!r} but {record} is missing"
+            )
+        reader = self.zip_reader
+        if reader.mapped and reader.data_offset(record) % STORAGE_ALIGNMENT == 0:
+            # The CRC is not checked here: that would read the whole tensor, which mapping avoids.
+            return storage_from_record(reader.view(record, check_crc=False), share=True)
+        return storage_from_record(reader.view(record), share=False)
+
+    # -- the import system ------------------------------------------------------------------
+
+    def import_module(self, name: str, package: str | None = None) -> ModuleType:
+        """Import ``name`` from the package (relative names need ``package``), as importlib does."""
+        name = self._mangler.demangle(name)
+        level = 0
+        if name.startswith("."):
+            if not package:
+                raise TypeError(f"the 'package' argument is required to perform a relative import for {name!r}")
+            level = len(name) - len(name.lstrip("."))
+            name = name[level:]
+        return self._gcd_import(name, self._mangler.demangle(package) if package else None, level)
+
+    def __import__(
+        self,
+        name: str,
+        globals: dict[str, Any] | None = None,
+        locals: dict[str, Any] | None = None,
+        fromlist: Any = (),
+        level: int = 0,
+    ) -> Any:
+        if level == 0:
+            module = self._gcd_import(name)
+        else:
+            module = self._gcd_import(name, self._calc_package(globals or {}), level)
+        if fromlist:
+            return self._handle_fromlist(module, fromlist)
+        if level == 0:
+            return self._gcd_import(name.partition(".")[0])
+        if not name:
+            return module
+        # `from .a.b import` without fromlist returns the top of the relative chain.
+        cut_off = len(name) - len(name.partition(".")[0])
+        module_name = self._mangler.demangle(module.__name__)
+        return self.modules[module_name[: len(module_name) - cut_off]]
+
+    @staticmethod
+    def _calc_package(globals: dict[str, Any]) -> str:
+        package = globals.get("__package__")
+        spec = globals.get("__spec__")
+        if package is not None:
+            return package
+        if spec is not None:
+            return spec.parent
+        name = demangle(globals["__name__"])
+        return name if "__path__" in globals else name.rpartition(".")[0]
+
+    def _gcd_import(self, name: str, package: str | None = None, level: int = 0) -> Any:
+        if not isinstance(name, str):
+            raise TypeError(f"module name must be str, not {type(name)}")
+        if level < 0:
+            raise ValueError("level must be >= 0")
+        if level > 0:
+            if not isinstance(package, str) or not package:
+                raise ImportError("attempted relative import with no known parent package")
+            name = resolve_relative(name, package, level)
+        elif not name:
+            raise ValueError("Empty module name")
+        with self._lock:
+            return self._find_and_load(name)
+
+    def _find_and_load(self, name: str) -> Any:
+        module = self.modules.get(name, _NEEDS_LOADING)
+        if module is None:
+            raise ModuleNotFoundError(f"import of {name} halted; None in modules", name=name)
+        if module is not _NEEDS_LOADING:
+            return module
+        parent = name.rpartition(".")[0]
+        if parent:
+            if parent not in self.modules:
+                self._gcd_import(parent)
+            if name in self.modules:  # the parent's import may have imported us already
+                return self.modules[name]
+            if not hasattr(self.modules[parent], "__path__"):
+                raise ModuleNotFoundError(f"No module named '{name}'; '{parent}' is not a package", name=name)
+        module = self._load(name)
+        if parent:
+            parent_module = self.modules[parent]
+            if getattr(parent_module, "__loader__", None) is self:
+                setattr(parent_module, name.rpartition(".")[2], module)
+        return module
+
+    def _load(self, name: str) -> Any:
+        if self._is_extern(name):
+            module = importlib.import_module(name)
+            self.modules[name] = module
+            return module
+        entry = self._index.get(name)
+        if entry is None:
+            raise ModuleNotFoundError(
+                f"No module named '{name}' in package {self.filename} "
+                "(it was neither interned nor marked extern when the package was exported)",
+                name=name,
+            )
+        return self._make_module(name, entry)
+
+    def _make_module(self, name: str, entry: _ModuleEntry) -> ModuleType:
+        mangled_name = self._mangler.mangle(name)
+        spec = importlib.machinery.ModuleSpec(name, self, origin=None, is_package=entry.is_package)
+        module = importlib.util.module_from_spec(spec)
+        namespace = module.__dict__
+        namespace["__name__"] = mangled_name
+        namespace["__builtins__"] = self._builtins
+        namespace["__torch_package__"] = True
+        namespace["__cached__"] = None
+        if entry.is_package:
+            folder = self._mangler.mangle(name.replace(".", "/"))
+            spec.submodule_search_locations = [folder]
+            namespace["__path__"] = spec.submodule_search_locations
+        code = None
+        if entry.filename is not None:
+            filename = self._mangler.mangle(entry.filename)
+            namespace["__file__"] = filename
+            source = self.zip_reader.read(entry.filename).decode("utf-8")
+            # Prime linecache so tracebacks and inspect show packaged lines at once.
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            code = compile(source, filename, "exec", dont_inherit=True)
+        self.modules[name] = module
+        sys.modules[mangled_name] = module
+        if code is not None:
+            try:
+                exec(code, namespace)
+            except BaseException:
+                # As CPython: a module whose code failed is not left half-initialised.
+                self.modules.pop(name, None)
+                sys.modules.pop(mangled_name, None)
+                raise
+        return module
+
+    def _handle_fromlist(self, module: Any, fromlist: Any, *, recursive: bool = False) -> Any:
+        module_name = self._mangler.demangle(module.__name__)
+        if not hasattr(module, "__path__"):
+            return module
+        for item in fromlist:
+            if not isinstance(item, str):
+                where = f"{module_name}.__all__" if recursive else "``from list''"
+                raise TypeError(f"Item in {where} must be str, not {type(item).__name__}")
+            if item == "*":
+                if not recursive and hasattr(module, "__all__"):
+                    self._handle_fromlist(module, module.__all__, recursive=True)
+            elif not hasattr(module, item):
+                submodule = f"{module_name}.{item}"
+                try:
+                    self._gcd_import(submodule)
+                except ModuleNotFoundError as error:
+                    # `from pkg import name` where name is neither attribute nor submodule is
+                    # reported by the caller as ImportError, as in CPython.
+                    if error.name == submodule and self.modules.get(submodule, _NEEDS_LOADING) is not None:
+                        continue
+                    raise
+        return module

@@ -1,0 +1,206 @@
+"""Dependency resolution: the module graph an export is planned on, and how modules are found.
+
+The exporter records every module and pickle it meets as a :class:`ModuleNode` in a
+:class:`DependencyGraph` (edges point from a user to what it uses). Modules are located
+*without executing them* where the importer allows it: for the running interpreter we walk
+the import system's finders, which read the file system but run no module code, so mocked
+or denied modules never get imported just to be packaged.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.machinery
+import importlib.util
+import sys
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from .errors import BrokenReason
+from .importer import Importer, OrderedImporter, sys_importer
+
+
+class ModuleAction(enum.Enum):
+    INTERN = "intern"
+    EXTERN = "extern"
+    MOCK = "mock"
+    DENY = "deny"
+    #: The ``_mock`` support module written once whenever something is mocked.
+    REPACKAGED_MOCK_MODULE = "repackaged_mock_module"
+    #: Names the package provides by itself (``torch_package_importer``).
+    SKIP = "skip"
+
+
+@dataclass
+class ModuleNode:
+    """What the exporter knows about one module (or one pickle, named ``<package.resource>``)."""
+
+    name: str
+    action: ModuleAction | None = None
+    provided: bool = False
+    is_pickle: bool = False
+    is_package: bool = False
+    source: str | None = None
+    broken: BrokenReason | None = None
+    context: str | None = None
+
+
+@dataclass
+class DependencyGraph:
+    """An insertion-ordered directed graph of :class:`ModuleNode`s."""
+
+    nodes: dict[str, ModuleNode] = field(default_factory=dict)
+    successors: dict[str, dict[str, None]] = field(default_factory=dict)
+    predecessors: dict[str, dict[str, None]] = field(default_factory=dict)
+
+    def node(self, name: str) -> ModuleNode:
+        """The node called ``name``, created empty if it does not exist yet."""
+        if name not in self.nodes:
+            self.nodes[name] = ModuleNode(name)
+            self.successors[name] = {}
+            self.predecessors[name] = {}
+        return self.nodes[name]
+
+    def add_edge(self, source: str, target: str) -> None:
+        self.node(source)
+        self.node(target)
+        self.successors[source][target] = None
+        self.predecessors[target][source] = None
+
+    @property
+    def edges(self) -> Iterator[tuple[str, str]]:
+        for source, targets in self.successors.items():
+            for target in targets:
+                yield source, target
+
+    def first_path(self, target: str) -> list[str]:
+        """A shortest chain from a root (something nothing depends on) to ``target``."""
+        came_from: dict[str, str | None] = {target: None}
+        queue = deque([target])
+        while queue:
+            current = queue.popleft()
+            if not self.predecessors.get(current):
+                path = [current]
+                while came_from[path[-1]] is not None:
+                    path.append(came_from[path[-1]])  # type: ignore[arg-type]
+                return path
+            for user in self.predecessors[current]:
+                if user not in came_from:
+                    came_from[user] = current
+                    queue.append(user)
+        return [target]
+
+    def all_paths(self, source: str, target: str) -> str:
+        """DOT of every edge that lies on some path from ``source`` to ``target``."""
+        reaches_target = {target}
+        queue = deque([target])
+        while queue:
+            for user in self.predecessors.get(queue.popleft(), {}):
+                if user not in reaches_target:
+                    reaches_target.add(user)
+                    queue.append(user)
+        reachable = {source}
+        queue = deque([source])
+        while queue:
+            for used in self.successors.get(queue.popleft(), {}):
+                if used not in reachable:
+                    reachable.add(used)
+                    queue.append(used)
+        on_path = reaches_target & reachable
+        return self.to_dot([(a, b) for a, b in self.edges if a in on_path and b in on_path])
+
+    def to_dot(self, edges: list[tuple[str, str]] | None = None) -> str:
+        lines = [f'"{a}" -> "{b}";' for a, b in (self.edges if edges is None else edges)]
+        return "digraph G {\nrankdir = LR;\nnode [shape=box];\n" + "\n".join(lines) + "\n}\n"
+
+
+@dataclass(frozen=True)
+class LocatedModule:
+    """A module found through an importer: its source (if any) and where it came from."""
+
+    name: str
+    is_package: bool
+    source: str | None
+    #: The file the source was read from, when it is a real file (for the build cache).
+    origin_file: str | None
+
+
+def _sys_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """The interpreter's spec for ``name`` without executing it or any of its parents."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return getattr(module, "__spec__", None)
+    parent, _, _ = name.rpartition(".")
+    search_path = None
+    if parent:
+        parent_spec = _sys_spec(parent)
+        if parent_spec is None or parent_spec.submodule_search_locations is None:
+            return None
+        search_path = list(parent_spec.submodule_search_locations)
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is None:
+            continue
+        try:
+            spec = find_spec(name, search_path)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            return spec
+    return None
+
+
+def _source_of_module(module: ModuleType) -> tuple[str | None, str | None]:
+    """(source, origin file) of an already-imported module; no source for C extensions."""
+    filename = getattr(module, "__file__", None)
+    if filename is None or not filename.endswith(".py"):
+        return None, None
+    loader = getattr(module, "__loader__", None)
+    get_source = getattr(loader, "get_source", None)
+    if get_source is None:
+        return None, None
+    try:
+        source = get_source(module.__name__)
+    except (ImportError, OSError):
+        return None, None
+    origin = getattr(getattr(module, "__spec__", None), "origin", None)
+    return source, origin if origin == filename else None
+
+
+def locate_module(importer: Importer, name: str) -> LocatedModule:
+    """Find ``name`` through ``importer``; raise ModuleNotFoundError when it is not there."""
+    if importer is sys_importer:
+        spec = _sys_spec(name)
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        is_package = spec.submodule_search_locations is not None
+        origin = spec.origin if spec.has_location else None
+        source: str | None = None
+        if origin is not None and origin.endswith(".py") and spec.loader is not None:
+            get_source = getattr(spec.loader, "get_source", None)
+            source = get_source(name) if get_source is not None else None
+        return LocatedModule(name, is_package, source, origin if source is not None else None)
+    module = importer.import_module(name)
+    source, origin = _source_of_module(module)
+    return LocatedModule(name, hasattr(module, "__path__"), source, origin)
+
+
+def module_exists(importer: Importer, name: str) -> bool:
+    """Whether ``importer`` can provide ``name``, running as little code as the importer allows."""
+    if importer is sys_importer:
+        try:
+            return _sys_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+    if isinstance(importer, OrderedImporter):
+        return any(module_exists(inner, name) for inner in importer._importers)
+    package_has = getattr(importer, "has_module", None)
+    if package_has is not None:
+        return bool(package_has(name))
+    try:
+        importer.import_module(name)
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,308 @@
+"""Export ONE target in the current process: the build step shared by the CLI and Bazel.
+
+Usage::
+
+    python -m torchpack.build.action --definition DEF.json --workspace ROOT --output OUT.pt \\
+        [--dep LABEL=ARCHIVE ...] [--report REPORT.json] [--verbose]
+
+``python -m torchpack.build`` runs every export through this module, in a fresh interpreter
+with a sanitised environment; the Bazel rule runs the same module, so both produce the same
+bytes for the same definition.  Sanitising the environment (``PYTHONHASHSEED=0``, ``TZ=UTC``,
+``LC_ALL=C.UTF-8``, umask 022, ...) is the caller's job; this module puts ``ROOT`` first on
+``sys.path``, seeds ``random``, ``numpy`` (when installed) and ``torch`` from the target's seed,
+exports, and renames a temporary file next to ``OUT.pt`` into place, so that a failed or killed
+export leaves no output.  On failure it prints one line naming the BUILD file, the target and
+the key to stderr (with ``--verbose``, the traceback too) and exits with status 1; a bad
+command line or definition exits with status 2.
+
+``--dep LABEL=ARCHIVE`` gives the archive built for each label in ``deps``.  ``--report``
+writes a JSON object ``{"inputs": [...], "error": null | "message"}``; ``inputs`` lists every
+file the export read (interned sources, resources, files the factories opened, workspace modules
+they imported): workspace-relative posix paths, absolute paths outside the workspace.  The
+action cache of ``python -m torchpack.build`` keys on their digests.
+
+DEF.json schema
+---------------
+The canonical definition of one target: a JSON object with sorted keys and every key present
+(:meth:`torchpack.build.schema.Target.definition_json` writes it; ``python -m torchpack.build
+--list --json`` prints it for every target).  It is the normalised BUILD.toml table plus the
+label; file paths are relative to the workspace root::
+
+    {
+      "label":   "//examples/tinynet:tinynet",        # absolute label
+      "out":     "tinynet.pt",                        # output file name
+      "seed":    0,                                   # RNG seed, 0 <= seed < 2**32
+      "deps":    ["//examples/other:other"],          # absolute labels, sorted
+      "deny":    [ACTION, ...],                       # registered in this order:
+      "mock":    [ACTION, ...],                       #   deny, mock, extern, intern
+      "extern":  [ACTION, ...],                       #   (first matching pattern wins)
+      "intern":  [ACTION, ...],
+      "modules": ["pkg.module", ...],                 # save_module, in this order
+      "sources": {"pkg.mod": {"source": "...", "package": false}},  # save_source_string
+      "text":    {"pkg/config.json": "examples/tinynet/config.json"},  # record: file (UTF-8)
+      "binary":  {"pkg/blob.bin": "examples/tinynet/blob.bin"},      # record: file
+      "pickle":  {"pkg/model.pkl": OBJECT, ...}       # save_pickle, in record order
+    }
+
+    ACTION = {"include": ["glob", ...], "exclude": ["glob", ...], "allow_empty": true}
+    OBJECT = {"call": "module:function", "args": {...}, "dep_args": {"name": LOADED}}
+           | {"attr": "module:name"}
+           | LOADED
+    LOADED = {"from": "//label:name", "record": "pkg/model.pkl"}  # unpickled from a dep
+
+A record path ``a/b/c.pkl`` is saved as package ``a.b``, resource ``c.pkl``.  ``call`` objects
+are ``function(**args, **{name: loaded object})``.  The exporter's importer is the deps'
+``PackageImporter``\\ s (in ``deps`` order) followed by ``sys_importer``, so objects loaded from
+a dependency are re-exported with the code they were packaged with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import json
+import os
+import random
+import signal
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .labels import Label, LabelError, parse_label
+from .schema import BuildFileError, Call, Loaded, PickleSource, Target, format_key, split_record, target_from_definition
+
+ACTIONS_KEY = "intern/extern/mock/deny"
+
+
+class ExportError(Exception):
+    """The export failed at ``key`` of the target; ``message`` says why, without a traceback."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+@contextlib.contextmanager
+def _step(key: str, what: str) -> Iterator[None]:
+    """Attribute any failure inside the block to ``key``, prefixing ``what`` was being done."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(key, f"{what}{_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    broken = getattr(exc, "by_reason", None)
+    if isinstance(broken, dict) and broken:
+        # torchpack's PackagingError: one clause per reason, the modules, and the fix.
+        return "; ".join(
+            f"{reason.description} {', '.join(m.name for m in modules)} (hint: {reason.hint})"
+            for reason, modules in broken.items()
+        )
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _resolve(spec: str, key: str) -> Any:
+    module_name, _, qualname = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ExportError(key, f"cannot import module {module_name}: {_one_line(exc)}") from exc
+    for attribute in qualname.split("."):
+        try:
+            obj = getattr(obj, attribute)
+        except AttributeError:
+            raise ExportError(key, f"{spec}: {getattr(obj, '__name__', module_name)} has no attribute {attribute!r}") from None
+    return obj
+
+
+class _ReadRecorder:
+    """Audit hook recording the paths of files opened for reading (factories' data files, ...)."""
+
+    def __init__(self) -> None:
+        self.paths: set[str] = set()
+
+    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
+        if event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+            return
+        path, mode, flags = (tuple(args) + (None, None))[:3]
+        reading = (mode is None and isinstance(flags, int) and flags & os.O_ACCMODE == os.O_RDONLY) or (
+            isinstance(mode, str) and not any(c in mode for c in "wax+")
+        )
+        if reading:
+            self.paths.add(os.path.abspath(os.fsdecode(path)))
+
+
+def _set_sys_path(root: Path) -> None:
+    # Without -P (safe_path), sys.path[0] is the caller's cwd or script folder: an accident of
+    # how the interpreter was started, not an input of the build.
+    entries = sys.path if getattr(sys.flags, "safe_path", False) else sys.path[1:]
+    torchpack_home = str(Path(__file__).resolve().parents[2])
+    sys.path[:] = [str(root)] + [p for p in entries if p and p != str(root)]
+    if torchpack_home not in sys.path:
+        # Keep torchpack importable when it is neither installed nor inside the workspace.
+        sys.path.append(torchpack_home)
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    if importlib.util.find_spec("numpy") is not None:
+        import numpy
+
+        numpy.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _load(loaded: Loaded, importers: dict[Label, Any], key: str) -> Any:
+    package, resource = split_record(loaded.record)
+    with _step(key, f"cannot load {loaded.record} from {loaded.dep}: "):
+        return importers[loaded.dep].load_pickle(package, resource)
+
+
+def _make_object(record: str, source: PickleSource, importers: dict[Label, Any]) -> Any:
+    base = ("pickle", record)
+    if isinstance(source, Loaded):
+        return _load(source, importers, format_key(base))
+    if not isinstance(source, Call):
+        return _resolve(source.attribute, format_key((*base, "attr")))
+    key = format_key((*base, "call"))
+    function = _resolve(source.function, key)
+    kwargs = dict(source.args)
+    for name, loaded in source.dep_args.items():
+        kwargs[name] = _load(loaded, importers, format_key((*base, "dep_args", name)))
+    with _step(key, f"{source.function}(...) raised "):
+        return function(**kwargs)
+
+
+def export(target: Target, root: Path, output: Path, deps: dict[Label, Path]) -> list[Path]:
+    """Export ``target`` to ``output`` (atomically); return the files the exporter read."""
+    from torchpack import PackageExporter, PackageImporter, sys_importer
+
+    missing = [str(dep) for dep in target.deps if dep not in deps]
+    if missing:
+        raise ExportError("deps", f"no archive given for {', '.join(missing)} (pass --dep LABEL=ARCHIVE)")
+    importers = {}
+    for dep in target.deps:
+        with _step("deps", f"cannot open the archive of {dep} ({deps[dep]}): "):
+            importers[dep] = PackageImporter(deps[dep])
+
+    _seed(target.seed)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the output, so that the final rename is atomic; the pid keeps concurrent
+    # builds of one target (e.g. --check) apart.
+    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    try:
+        with _step(ACTIONS_KEY, "cannot create the exporter: "):
+            exporter = PackageExporter(str(temporary), importer=[*importers.values(), sys_importer])
+        for kind, action in target.actions():
+            with _step(kind, f"{kind}({list(action.include)}): "):
+                getattr(exporter, kind)(list(action.include), exclude=list(action.exclude), allow_empty=action.allow_empty)
+        for module, source in target.sources.items():
+            with _step(format_key(("sources", module)), "cannot save the source: "):
+                exporter.save_source_string(module, source.source, is_package=source.package)
+        for index, module in enumerate(target.modules):
+            with _step(format_key(("modules", index)), f"cannot save module {module}: "):
+                exporter.save_module(module)
+        for record, file in target.text.items():
+            with _step(format_key(("text", record)), f"cannot save {file}: "):
+                exporter.save_text(*split_record(record), (root / file).read_bytes().decode("utf-8"))
+        for record, file in target.binary.items():
+            with _step(format_key(("binary", record)), f"cannot save {file}: "):
+                exporter.save_binary(*split_record(record), (root / file).read_bytes())
+        for record, source in target.pickle.items():
+            obj = _make_object(record, source, importers)
+            with _step(format_key(("pickle", record)), "cannot pickle the object: "):
+                exporter.save_pickle(*split_record(record), obj)
+        # Closing resolves the dependency graph: unmatched, denied or broken modules fail here.
+        with _step(ACTIONS_KEY, ""):
+            exporter.close()
+        read = [Path(p) for p in exporter.read_files]
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, output)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return read + [root / file for file in (*target.text.values(), *target.binary.values())]
+
+
+def _inputs(root: Path, read: list[Path], recorder: _ReadRecorder, skip: set[Path]) -> list[str]:
+    """Everything the export read, as cache-record paths (workspace-relative where possible)."""
+    candidates = {Path(p) for p in recorder.paths if Path(p).is_relative_to(root)}
+    candidates.update(Path(p) for p in read)
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        # Workspace modules imported by factories shape the pickles even when not interned.
+        if isinstance(file, str) and Path(file).is_relative_to(root):
+            candidates.add(Path(file))
+    found = set()
+    for path in candidates:
+        resolved = path.resolve()
+        if resolved in skip or resolved.suffix == ".pyc" or not resolved.is_file():
+            continue
+        found.add(resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved))
+    return sorted(found)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m torchpack.build.action", description="Export one torchpack target.")
+    parser.add_argument("--definition", required=True, type=Path, help="the target's canonical definition (DEF.json)")
+    parser.add_argument("--workspace", required=True, type=Path, help="workspace root: sys.path[0] and base of file paths")
+    parser.add_argument("--output", required=True, type=Path, help="archive to write (atomically)")
+    parser.add_argument("--dep", action="append", default=[], metavar="LABEL=ARCHIVE", help="archive of a dependency")
+    parser.add_argument("--report", type=Path, help="write the files read (and any error) as JSON here")
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of a failure")
+    return parser.parse_args(argv)
+
+
+def _write_report(path: Path | None, inputs: list[str], error: str | None) -> None:
+    if path is not None:
+        path.write_text(json.dumps({"inputs": inputs, "error": error}, indent=1) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    # SIGTERM (the CLI cancelling a build, a CI timeout) must unwind through export()'s
+    # `finally` so that the temporary archive is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    root = args.workspace.resolve()
+    try:
+        target = target_from_definition(json.loads(args.definition.read_text(encoding="utf-8")), file=str(args.definition))
+        deps = {}
+        for item in args.dep:
+            label, sep, archive = item.partition("=")
+            if not sep:
+                raise ValueError(f"--dep {item!r}: expected LABEL=ARCHIVE")
+            deps[parse_label(label)] = Path(archive).resolve()
+    except (OSError, ValueError, LabelError, BuildFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        _write_report(args.report, [], str(exc))
+        return 2
+
+    _set_sys_path(root)
+    recorder = _ReadRecorder()
+    sys.addaudithook(recorder)
+    try:
+        read = export(target, root, args.output.resolve(), deps)
+    except ExportError as exc:
+        message = str(BuildFileError(target.label.build_file, exc.message, target=target.label.name, key=exc.key))
+        if args.verbose:
+            traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        _write_report(args.report, [], message)
+        return 1
+    _write_report(args.report, _inputs(root, read, recorder, {args.output.resolve(), *deps.values()}), None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

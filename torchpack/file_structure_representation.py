@@ -1,0 +1,72 @@
+"""A printable, queryable tree of the records in a package (``PackageImporter.file_structure``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ._globbing import GlobGroup, GlobPattern
+
+__all__ = ["Directory"]
+
+_LAST = "\u2514\u2500\u2500 "
+_MIDDLE = "\u251c\u2500\u2500 "
+_ROOT = "\u2500\u2500\u2500 "
+_CONTINUE = "\u2502   "
+_BLANK = "    "
+
+
+class Directory:
+    """A folder of the package: ``children`` maps names to sub-folders and files."""
+
+    def __init__(self, name: str, is_dir: bool) -> None:
+        self.name = name
+        self.is_dir = is_dir
+        self.children: dict[str, Directory] = {}
+
+    def _get_dir(self, dirs: list[str]) -> "Directory":
+        """The sub-folder at ``dirs``, created on the way if missing."""
+        folder = self
+        for part in dirs:
+            folder = folder.children.setdefault(part, Directory(part, True))
+        return folder
+
+    def _add_file(self, file_path: str) -> None:
+        *dirs, file_name = file_path.split("/")
+        self._get_dir(dirs).children[file_name] = Directory(file_name, False)
+
+    def has_file(self, filename: str) -> bool:
+        """Whether ``filename`` (a ``/``-separated path relative to this folder) is a file here."""
+        node: Directory | None = self
+        for part in filename.split("/"):
+            node = node.children.get(part) if node is not None else None
+        return node is not None and not node.is_dir
+
+    def __str__(self) -> str:
+        lines: list[str] = []
+        self._render(lines, "", _ROOT)
+        return "".join(lines)
+
+    def _render(self, lines: list[str], indent: str, pointer: str) -> None:
+        lines.append(f"{indent}{pointer}{self.name}\n")
+        indent += _CONTINUE if pointer == _MIDDLE else _BLANK
+        folders = sorted(name for name, child in self.children.items() if child.is_dir)
+        files = sorted(name for name, child in self.children.items() if not child.is_dir)
+        entries = [(name, True) for name in folders] + [(name, False) for name in files]
+        for index, (name, is_dir) in enumerate(entries):
+            child_pointer = _LAST if index == len(entries) - 1 else _MIDDLE
+            if is_dir:
+                self.children[name]._render(lines, indent, child_pointer)
+            else:
+                lines.append(f"{indent}{child_pointer}{name}\n")
+
+
+def directory_from_records(
+    root_name: str, names: Iterable[str], include: GlobPattern = "**", exclude: GlobPattern = ()
+) -> Directory:
+    """A :class:`Directory` of the record ``names`` that match ``include`` and not ``exclude``."""
+    selection = GlobGroup(include, exclude=exclude, separator="/")
+    root = Directory(root_name, True)
+    for name in names:
+        if selection.matches(name):
+            root._add_file(name)
+    return root
