@@ -40,6 +40,12 @@ from .importer import Importer
 _NEEDS_LOADING = object()
 
 
+def _ancestors(name: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "a.b"]``."""
+    parts = name.split(".")
+    return [".".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
 class _ModuleEntry:
     """Where a packaged module's source lives (``None`` for a folder without ``__init__.py``)."""
 
@@ -84,6 +90,14 @@ class PackageImporter(Importer):
                 )
         self._extern_set = frozenset(self.extern_modules)
         self._index = self._index_modules()
+        # Parents of extern modules that the package does not provide come from the
+        # environment too: importing `importlib.resources` needs the real `importlib`.
+        self._extern_parents = frozenset(
+            parent
+            for extern in self.extern_modules
+            for parent in _ancestors(extern)
+            if parent not in self._index
+        )
         self._files = ArchiveFiles(self._record_names, self.zip_reader.read)
         self._mangler = PackageMangler()
         self.modules = {"torch_package_importer": self}
@@ -143,8 +157,7 @@ class PackageImporter(Importer):
         return name in self._index or self._is_extern(name)
 
     def _is_extern(self, name: str) -> bool:
-        parts = name.split(".")
-        return any(".".join(parts[: i + 1]) in self._extern_set for i in range(len(parts)))
+        return name in self._extern_parents or any(a in self._extern_set for a in (*_ancestors(name), name))
 
     # -- resources --------------------------------------------------------------------------
 
@@ -297,6 +310,10 @@ class PackageImporter(Importer):
         if module is not _NEEDS_LOADING:
             return module
         parent = name.rpartition(".")[0]
+        if self._is_extern(name):
+            # The environment's import system handles its own parents (and oddities such
+            # as `os.path`, a submodule of a module that is not a package).
+            return self._load(name)
         if parent:
             if parent not in self.modules:
                 self._gcd_import(parent)

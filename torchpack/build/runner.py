@@ -1,0 +1,341 @@
+"""Running exports: one hermetic subprocess per target, in dependency order, ``--jobs`` at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+from .cache import ActionCache, CacheRecord, file_digest
+from .graph import BuildGraph
+from .labels import Label
+from .schema import Target
+from .workspace import Workspace
+
+State = Literal["built", "cached", "failed", "skipped"]
+
+# Run as `python -s -P -c BOOTSTRAP HOME ARGS...`, not `-I`: -I implies -E, which would make
+# the interpreter ignore PYTHONHASHSEED.  The environment is built from scratch below, so -E
+# would add nothing else; -s drops the user site and -P the cwd from sys.path.  The bootstrap
+# imports the action from the torchpack that runs this CLI, then leaves sys.path to the action.
+_BOOTSTRAP = (
+    "import sys; home = sys.argv.pop(1); sys.path.insert(0, home); "
+    "import torchpack.build.action as action; sys.path.remove(home); sys.exit(action.main())"
+)
+_TORCHPACK_HOME = str(Path(__file__).resolve().parents[2])
+
+
+@dataclass(frozen=True)
+class Options:
+    jobs: int = 1
+    use_cache: bool = True
+    check: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class TargetResult:
+    label: Label
+    output: Path
+    state: State
+    sha256: str | None = None
+    size: int | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    checked: bool = False
+    log: str = ""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    returncode: int
+    error: str | None
+    inputs: list[str]
+    log: str
+
+
+def hermetic_env(home: Path, *, perturbed: bool = False) -> dict[str, str]:
+    """The complete environment of an export; ``perturbed`` is --check's second build."""
+    env = {
+        "PATH": os.defpath,
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "PYTHONHASHSEED": "0",
+        "TZ": "UTC",
+        "LC_ALL": "C.UTF-8",
+        "LANG": "C.UTF-8",
+        # Builds must not write __pycache__ folders into the (possibly read-only) source tree.
+        "PYTHONDONTWRITEBYTECODE": "1",
+        # The number of threads changes the order of floating-point reductions in factories.
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        env["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+    if perturbed:
+        # A POSIX TZ string needs no tz database: UTC+13:45, as far from UTC as it gets.
+        env.update(PYTHONHASHSEED="4242", TZ="XST-13:45", LC_ALL="C", LANG="C")
+    return env
+
+
+class _Processes:
+    """The export subprocesses in flight, so that an interrupted build can stop them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self.stopping = False
+
+    def run(self, command: list[str], **kwargs: object) -> tuple[int, str]:
+        with self._lock:
+            if self.stopping:
+                return -1, "cancelled"
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+            self._running.add(process)
+        try:
+            log, _ = process.communicate()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+        return process.returncode, log.decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping = True
+            running = list(self._running)
+        for process in running:
+            process.terminate()  # the action removes its temporary archive on SIGTERM
+        for process in running:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _run_action(
+    processes: _Processes,
+    workspace: Workspace,
+    target: Target,
+    output: Path,
+    deps: dict[Label, Path],
+    *,
+    perturbed: bool,
+    verbose: bool,
+) -> _Outcome:
+    scratch = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
+    try:
+        definition = scratch / "DEF.json"
+        definition.write_text(target.definition_json(), encoding="utf-8")
+        report = scratch / "report.json"
+        home = scratch / "home"
+        home.mkdir()
+        command = [
+            sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []),
+            "-c", _BOOTSTRAP, _TORCHPACK_HOME,
+            "--definition", str(definition),
+            "--workspace", str(workspace.root),
+            "--output", str(output),
+            *[f"--dep={label}={archive}" for label, archive in deps.items()],
+            "--report", str(report),
+            *(["--verbose"] if verbose else []),
+        ]
+        returncode, log = processes.run(
+            command,
+            env=hermetic_env(home, perturbed=perturbed),
+            cwd=str(home if perturbed else workspace.root),
+            umask=0o077 if perturbed else 0o022,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+            error, inputs = data["error"], data["inputs"]
+        except (OSError, ValueError, KeyError):
+            # No report: the interpreter died (killed, crashed) before writing one.
+            tail = log.strip().splitlines()[-1:] or [f"exit status {returncode}"]
+            error, inputs = f"{target.label.build_file}: target '{target.label.name}': export process failed: {tail[0]}", []
+        if returncode != 0 and error is None:
+            error = f"{target.label.build_file}: target '{target.label.name}': export process exited with status {returncode}"
+        return _Outcome(returncode, error, inputs, log)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def describe_differences(first: Path, second: Path) -> str:
+    """Name the ZIP records whose bytes or metadata differ between two archives."""
+    try:
+        with zipfile.ZipFile(first) as a, zipfile.ZipFile(second) as b:
+            infos_a = {info.filename: info for info in a.infolist()}
+            infos_b = {info.filename: info for info in b.infolist()}
+            problems = [f"{name} (only in one build)" for name in sorted(infos_a.keys() ^ infos_b.keys())]
+            for name in sorted(infos_a.keys() & infos_b.keys()):
+                x, y = infos_a[name], infos_b[name]
+                if a.read(name) != b.read(name):
+                    problems.append(f"{name} (content)")
+                elif (x.date_time, x.external_attr, x.compress_type, x.extra, x.create_system) != (
+                    y.date_time, y.external_attr, y.compress_type, y.extra, y.create_system,
+                ):
+                    problems.append(f"{name} (metadata)")
+            if not problems and list(infos_a) != list(infos_b):
+                problems.append("record order")
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"cannot compare the archives as ZIP files: {exc}"
+    return ", ".join(problems) if problems else "ZIP framing (local headers, padding or central directory)"
+
+
+class Builder:
+    """Builds a graph's targets; calls ``on_result`` as each one finishes."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        graph: BuildGraph,
+        cache: ActionCache,
+        options: Options,
+        on_result: Callable[[TargetResult], None],
+        progress: Progress | None = None,
+    ) -> None:
+        self.workspace, self.graph, self.cache, self.options = workspace, graph, cache, options
+        self.on_result, self.progress = on_result, progress
+        self.results: dict[Label, TargetResult] = {}
+        self.processes = _Processes()
+
+    def output(self, label: Label) -> Path:
+        return self.workspace.output_of(label.package, self.graph.targets[label].out)
+
+    def run(self) -> list[TargetResult]:
+        pending = list(self.graph.order)
+        running: dict[Future[TargetResult], tuple[Label, float, float | None]] = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+            try:
+                while pending or running:
+                    for label in list(pending):
+                        if len(running) >= max(1, self.options.jobs):
+                            break
+                        deps = self.graph.targets[label].deps
+                        if not all(dep in self.results for dep in deps):
+                            continue
+                        pending.remove(label)
+                        started = self._start(label, pool)
+                        if isinstance(started, TargetResult):
+                            self._finish(started)
+                        else:
+                            future, expected = started
+                            running[future] = (label, time.monotonic(), expected)
+                    if not running:
+                        continue
+                    done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        running.pop(future)
+                        self._finish(future.result())
+                    if self.progress is not None:
+                        self.progress.draw(len(self.results), len(self.graph.order), list(running.values()))
+            except KeyboardInterrupt:
+                self.processes.stop()
+                raise
+        return [self.results[label] for label in self.graph.order]
+
+    def _finish(self, result: TargetResult) -> None:
+        self.results[result.label] = result
+        if self.progress is not None:
+            self.progress.clear()
+        self.on_result(result)
+
+    def _start(self, label: Label, pool: ThreadPoolExecutor) -> TargetResult | tuple[Future[TargetResult], float | None]:
+        target = self.graph.targets[label]
+        output = self.output(label)
+        failed = [dep for dep in target.deps if self.results[dep].state in ("failed", "skipped")]
+        if failed:
+            return TargetResult(label, output, "skipped", error=f"not built because {failed[0]} failed")
+        dep_digests = {dep: self.results[dep].sha256 or "" for dep in target.deps}
+        previous = self.cache.previous(label)
+        if self.options.use_cache and not self.options.check:
+            hit = self.cache.lookup(target, dep_digests, output)
+            if hit is not None:
+                return TargetResult(label, output, "cached", hit.sha256, hit.size, 0.0)
+        # Anything left from an earlier build is stale from now on: if this build fails, no
+        # artifact and no cache entry must remain.
+        self.cache.forget(label)
+        output.unlink(missing_ok=True)
+        for leftover in output.parent.glob(f".{output.name}.tmp-*") if output.parent.is_dir() else ():
+            leftover.unlink(missing_ok=True)  # from an export that was killed with SIGKILL
+        future = pool.submit(self._build, target, output, dep_digests)
+        return future, previous.seconds if previous is not None else None
+
+    def _build(self, target: Target, output: Path, dep_digests: dict[Label, str]) -> TargetResult:
+        started = time.monotonic()
+        deps = {dep: self.output(dep) for dep in target.deps}
+        label = target.label
+        if self.options.check:
+            # Two independent builds at once, the second in a perturbed environment writing
+            # under another name in another folder.
+            with tempfile.TemporaryDirectory(prefix="torchpack-check-") as scratch, ThreadPoolExecutor(1) as side:
+                other_output = Path(scratch) / f"check-{label.name}-{os.getpid()}.pt"
+                other = side.submit(
+                    _run_action, self.processes, self.workspace, target, other_output, deps,
+                    perturbed=True, verbose=self.options.verbose,
+                )
+                outcome = _run_action(self.processes, self.workspace, target, output, deps, perturbed=False, verbose=self.options.verbose)
+                second = other.result()
+                if outcome.error is None and second.error is not None:
+                    outcome = second
+                elif outcome.error is None and output.read_bytes() != other_output.read_bytes():
+                    differences = describe_differences(output, other_output)
+                    output.unlink()
+                    message = f"{label.build_file}: target '{label.name}': not reproducible: two builds differ in {differences}"
+                    outcome = _Outcome(1, message, [], outcome.log + second.log)
+        else:
+            outcome = _run_action(self.processes, self.workspace, target, output, deps, perturbed=False, verbose=self.options.verbose)
+        seconds = time.monotonic() - started
+        if outcome.error is not None:
+            output.unlink(missing_ok=True)
+            return TargetResult(label, output, "failed", seconds=seconds, error=outcome.error, log=outcome.log)
+        sha256, size = file_digest(output), output.stat().st_size
+        inputs = self.cache.digest_inputs(outcome.inputs)
+        if inputs is not None:
+            key = self.cache.key(target, inputs, dep_digests)
+            self.cache.store(label, CacheRecord(key, inputs, sha256, size, round(seconds, 3)))
+        return TargetResult(label, output, "built", sha256, size, seconds, checked=self.options.check, log=outcome.log)
+
+
+@dataclass
+class Progress:
+    """A one-line progress bar on a terminal, shown only while an export runs for over a second."""
+
+    stream: IO[str]
+    width: int = 24
+    shown: bool = field(default=False, init=False)
+
+    def draw(self, done: int, total: int, running: list[tuple[Label, float, float | None]]) -> None:
+        now = time.monotonic()
+        slow = [(label, now - start, expected) for label, start, expected in running if now - start > 1.0]
+        if not slow:
+            return
+        # Each running export counts for the fraction of its previous build time elapsed.
+        partial = sum(min(elapsed / expected, 0.95) if expected else 0.5 for _, elapsed, expected in slow)
+        fraction = min((done + partial) / max(total, 1), 1.0)
+        filled = int(fraction * self.width)
+        label, elapsed, _ = max(slow, key=lambda item: item[1])
+        more = f" (+{len(running) - 1})" if len(running) > 1 else ""
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} building {label}{more} {elapsed:.0f}s"
+        columns = shutil.get_terminal_size().columns
+        self.stream.write("\r" + line[: columns - 1] + "\x1b[K")
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
