@@ -167,13 +167,10 @@ class PackageExporter:
 
     def _set_source(self, node: ModuleNode, source: str, is_package: bool, dependencies: bool) -> None:
         node.source, node.is_package = source, is_package
-        # Every interned module needs its parents: importing a.b.c runs a and a.b first.
-        parent = node.name.rpartition(".")[0]
-        if parent:
-            self._depend(node.name, parent)
+        self._depend_on_ancestors(node.name, node.name)
         if not dependencies:
             return
-        package = node.name if is_package else parent
+        package = node.name if is_package else node.name.rpartition(".")[0]
         try:
             references = shared_scan_cache.scan(source, package, records.module_filename(node.name, is_package))
         except (SyntaxError, ValueError, ImportError) as error:
@@ -185,13 +182,21 @@ class PackageExporter:
                 if self._is_known_module(submodule):
                     self._depend(node.name, submodule)
                     continue
-            for ancestor in self._with_ancestors(reference.module):
-                self._depend(node.name, ancestor)
+            self._depend(node.name, reference.module)
+            self._depend_on_ancestors(node.name, reference.module)
 
-    @staticmethod
-    def _with_ancestors(module_name: str) -> list[str]:
+    def _depend_on_ancestors(self, user: str, module_name: str) -> None:
+        """Depend on the parent packages of ``module_name``: importing a.b.c runs a and a.b.
+
+        torch.package skips them, so a parent's ``__init__`` goes missing from the package.
+        A parent that no pattern mentions stays out, as there: the importer then provides
+        an empty package for its folder, which keeps torch.package-era export code working.
+        """
         parts = module_name.split(".")
-        return [".".join(parts[: i + 1]) for i in range(len(parts))]
+        for depth in range(1, len(parts)):
+            ancestor = ".".join(parts[:depth])
+            if self._can_implicitly_extern(ancestor) or any(p.matches(ancestor) for p in self.patterns):
+                self._depend(user, ancestor)
 
     def _is_known_module(self, name: str) -> bool:
         node = self.dependency_graph.nodes.get(name)
@@ -374,9 +379,25 @@ class PackageExporter:
             raise
         self._closed = True
 
+    def _provided_as_resource_folder(self, node: ModuleNode) -> bool:
+        """A module missing from the environment whose folder holds saved resources.
+
+        The guide's ``import my_resource`` of a package made only by ``save_text`` is such a
+        case: the importer serves that folder as a package, so it is not an error.
+        """
+        if node.broken not in (BrokenReason.NO_ACTION, BrokenReason.NOT_FOUND):
+            return False
+        folder = node.name.replace(".", "/") + "/"
+        if not any(name.startswith(folder) for name in self._writer.records):
+            return False
+        node.broken, node.action, node.source = None, ModuleAction.SKIP, None
+        return True
+
     def _validate(self) -> None:
+        for node in self.dependency_graph.nodes.values():
+            self._provided_as_resource_folder(node)
         broken = [
-            BrokenModule(name, node.broken, node.context, tuple(self.dependency_graph.first_path(name)[::-1]))
+            BrokenModule(name, node.broken, node.context, tuple(self.dependency_graph.first_path(name)))
             for name, node in self.dependency_graph.nodes.items()
             if node.broken is not None
         ]

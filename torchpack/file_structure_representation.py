@@ -35,11 +35,14 @@ class Directory:
         self._get_dir(dirs).children[file_name] = Directory(file_name, False)
 
     def has_file(self, filename: str) -> bool:
-        """Whether ``filename`` (a ``/``-separated path relative to this folder) is a file here."""
+        """Whether ``filename`` (a ``/``-separated path relative to this folder) exists here.
+
+        As in torch.package, a folder counts too.
+        """
         node: Directory | None = self
         for part in filename.split("/"):
             node = node.children.get(part) if node is not None else None
-        return node is not None and not node.is_dir
+        return node is not None
 
     def __str__(self) -> str:
         lines: list[str] = []

@@ -73,22 +73,23 @@ from pathlib import Path
 from typing import Any
 
 from .labels import Label, LabelError, parse_label
-from .schema import BuildFileError, Call, Loaded, PickleSource, Target, format_key, split_record, target_from_definition
+from .schema import BuildFileError, Call, Loaded, PickleSource, Target, split_record, target_error, target_from_definition
 
-ACTIONS_KEY = "intern/extern/mock/deny"
+Key = tuple[str | int, ...]
+ACTIONS_KEY: Key = ("intern/extern/mock/deny",)
 
 
 class ExportError(Exception):
-    """The export failed at ``key`` of the target; ``message`` says why, without a traceback."""
+    """The export failed at key ``path`` of the target; ``message`` says why, without a traceback."""
 
-    def __init__(self, key: str, message: str) -> None:
+    def __init__(self, path: Key, message: str) -> None:
         super().__init__(message)
-        self.key = key
+        self.path = path
         self.message = message
 
 
 @contextlib.contextmanager
-def _step(key: str, what: str) -> Iterator[None]:
+def _step(key: Key, what: str) -> Iterator[None]:
     """Attribute any failure inside the block to ``key``, prefixing ``what`` was being done."""
     try:
         yield
@@ -101,16 +102,16 @@ def _step(key: str, what: str) -> Iterator[None]:
 def _one_line(exc: BaseException) -> str:
     broken = getattr(exc, "by_reason", None)
     if isinstance(broken, dict) and broken:
-        # torchpack's PackagingError: one clause per reason, the modules, and the fix.
+        # torchpack's PackagingError: per reason, the modules, what is wrong and the fix.
         return "; ".join(
-            f"{reason.description} {', '.join(m.name for m in modules)} (hint: {reason.hint})"
+            f"{', '.join(m.name for m in modules)}: {reason.description} Hint: {reason.hint}."
             for reason, modules in broken.items()
         )
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _resolve(spec: str, key: str) -> Any:
+def _resolve(spec: str, key: Key) -> Any:
     module_name, _, qualname = spec.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -163,7 +164,7 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _load(loaded: Loaded, importers: dict[Label, Any], key: str) -> Any:
+def _load(loaded: Loaded, importers: dict[Label, Any], key: Key) -> Any:
     package, resource = split_record(loaded.record)
     with _step(key, f"cannot load {loaded.record} from {loaded.dep}: "):
         return importers[loaded.dep].load_pickle(package, resource)
@@ -172,16 +173,38 @@ def _load(loaded: Loaded, importers: dict[Label, Any], key: str) -> Any:
 def _make_object(record: str, source: PickleSource, importers: dict[Label, Any]) -> Any:
     base = ("pickle", record)
     if isinstance(source, Loaded):
-        return _load(source, importers, format_key(base))
+        return _load(source, importers, base)
     if not isinstance(source, Call):
-        return _resolve(source.attribute, format_key((*base, "attr")))
-    key = format_key((*base, "call"))
+        return _resolve(source.attribute, (*base, "attr"))
+    key = (*base, "call")
     function = _resolve(source.function, key)
     kwargs = dict(source.args)
     for name, loaded in source.dep_args.items():
-        kwargs[name] = _load(loaded, importers, format_key((*base, "dep_args", name)))
+        kwargs[name] = _load(loaded, importers, (*base, "dep_args", name))
     with _step(key, f"{source.function}(...) raised "):
         return function(**kwargs)
+
+
+def _save_everything(exporter: Any, target: Target, root: Path, importers: dict[Label, Any]) -> None:
+    for kind, action in target.actions():
+        with _step((kind,), f"{kind}({list(action.include)}): "):
+            getattr(exporter, kind)(list(action.include), exclude=list(action.exclude), allow_empty=action.allow_empty)
+    for module, source in target.sources.items():
+        with _step(("sources", module), "cannot save the source: "):
+            exporter.save_source_string(module, source.source, is_package=source.package)
+    for index, module in enumerate(target.modules):
+        with _step(("modules", index), f"cannot save module {module}: "):
+            exporter.save_module(module)
+    for record, file in target.text.items():
+        with _step(("text", record), f"cannot save {file}: "):
+            exporter.save_text(*split_record(record), (root / file).read_bytes().decode("utf-8"))
+    for record, file in target.binary.items():
+        with _step(("binary", record), f"cannot save {file}: "):
+            exporter.save_binary(*split_record(record), (root / file).read_bytes())
+    for record, source in target.pickle.items():
+        obj = _make_object(record, source, importers)
+        with _step(("pickle", record), "cannot pickle the object: "):
+            exporter.save_pickle(*split_record(record), obj)
 
 
 def export(target: Target, root: Path, output: Path, deps: dict[Label, Path]) -> list[Path]:
@@ -190,10 +213,10 @@ def export(target: Target, root: Path, output: Path, deps: dict[Label, Path]) ->
 
     missing = [str(dep) for dep in target.deps if dep not in deps]
     if missing:
-        raise ExportError("deps", f"no archive given for {', '.join(missing)} (pass --dep LABEL=ARCHIVE)")
+        raise ExportError(("deps",), f"no archive given for {', '.join(missing)} (pass --dep LABEL=ARCHIVE)")
     importers = {}
     for dep in target.deps:
-        with _step("deps", f"cannot open the archive of {dep} ({deps[dep]}): "):
+        with _step(("deps",), f"cannot open the archive of {dep} ({deps[dep]}): "):
             importers[dep] = PackageImporter(deps[dep])
 
     _seed(target.seed)
@@ -202,33 +225,21 @@ def export(target: Target, root: Path, output: Path, deps: dict[Label, Path]) ->
     # builds of one target (e.g. --check) apart.
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     try:
-        with _step(ACTIONS_KEY, "cannot create the exporter: "):
-            exporter = PackageExporter(str(temporary), importer=[*importers.values(), sys_importer])
-        for kind, action in target.actions():
-            with _step(kind, f"{kind}({list(action.include)}): "):
-                getattr(exporter, kind)(list(action.include), exclude=list(action.exclude), allow_empty=action.allow_empty)
-        for module, source in target.sources.items():
-            with _step(format_key(("sources", module)), "cannot save the source: "):
-                exporter.save_source_string(module, source.source, is_package=source.package)
-        for index, module in enumerate(target.modules):
-            with _step(format_key(("modules", index)), f"cannot save module {module}: "):
-                exporter.save_module(module)
-        for record, file in target.text.items():
-            with _step(format_key(("text", record)), f"cannot save {file}: "):
-                exporter.save_text(*split_record(record), (root / file).read_bytes().decode("utf-8"))
-        for record, file in target.binary.items():
-            with _step(format_key(("binary", record)), f"cannot save {file}: "):
-                exporter.save_binary(*split_record(record), (root / file).read_bytes())
-        for record, source in target.pickle.items():
-            obj = _make_object(record, source, importers)
-            with _step(format_key(("pickle", record)), "cannot pickle the object: "):
-                exporter.save_pickle(*split_record(record), obj)
-        # Closing resolves the dependency graph: unmatched, denied or broken modules fail here.
-        with _step(ACTIONS_KEY, ""):
-            exporter.close()
-        read = [Path(p) for p in exporter.read_files]
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
+        # The exporter writes into a stream we own, so that this `finally` is the only cleanup
+        # needed; the exporter's context manager discards its state when the body raises.
+        with open(temporary, "wb") as stream:
+            os.fchmod(stream.fileno(), 0o644)  # the same mode whatever the umask
+            with _step(ACTIONS_KEY, "cannot create the exporter: "):
+                exporter = PackageExporter(stream, importer=[*importers.values(), sys_importer])
+            with exporter:
+                _save_everything(exporter, target, root, importers)
+                # close() resolves the dependency graph (unmatched, denied or broken modules
+                # fail here); called explicitly so that such errors point at the action keys.
+                with _step(ACTIONS_KEY, ""):
+                    exporter.close()
+            read = [Path(p) for p in exporter.read_files]
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, output)
     finally:
         temporary.unlink(missing_ok=True)
@@ -294,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         read = export(target, root, args.output.resolve(), deps)
     except ExportError as exc:
-        message = str(BuildFileError(target.label.build_file, exc.message, target=target.label.name, key=exc.key))
+        message = str(target_error(root, target.label, exc.path, exc.message))
         if args.verbose:
             traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
         print(f"error: {message}", file=sys.stderr)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .labels import Label, Recursive
-from .schema import BuildFileError, Target, parse_build_file
+from .schema import Target, parse_build_file, target_error
 from .workspace import Workspace
 
 
@@ -85,13 +85,13 @@ def load_graph(workspace: Workspace, patterns: Iterable[Label | Recursive]) -> B
         targets[label] = target
         for dep in target.deps:
             if loader.target(dep) is None:
-                raise BuildFileError(label.build_file, loader.describe_missing(dep), target=label.name, key="deps")
+                raise target_error(workspace.root, label, ("deps",), loader.describe_missing(dep))
             pending.append(dep)
 
-    return BuildGraph(targets=targets, requested=tuple(requested), order=_topological_order(targets))
+    return BuildGraph(targets=targets, requested=tuple(requested), order=_topological_order(workspace, targets))
 
 
-def _topological_order(targets: dict[Label, Target]) -> tuple[Label, ...]:
+def _topological_order(workspace: Workspace, targets: dict[Label, Target]) -> tuple[Label, ...]:
     """Dependencies first; ties in label order so that every run plans the same way."""
     order: list[Label] = []
     state: dict[Label, str] = {}
@@ -102,12 +102,7 @@ def _topological_order(targets: dict[Label, Target]) -> tuple[Label, ...]:
             return
         if state.get(label) == "active":
             cycle = stack[stack.index(label):] + [label]
-            raise BuildFileError(
-                label.build_file,
-                "dependency cycle: " + " -> ".join(str(step) for step in cycle),
-                target=label.name,
-                key="deps",
-            )
+            raise target_error(workspace.root, label, ("deps",), "dependency cycle: " + " -> ".join(map(str, cycle)))
         state[label] = "active"
         stack.append(label)
         for dep in targets[label].deps:

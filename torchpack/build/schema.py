@@ -279,7 +279,7 @@ def _parse_actions(check: _Checker, value: Any, kind: str) -> tuple[Action, ...]
     # Three spellings: "glob", ["glob", ...] (one call), or tables / arrays of tables for
     # calls with exclude or allow_empty.
     path: tuple[str | int, ...] = (kind,)
-    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+    if isinstance(value, str) or (isinstance(value, list) and not any(isinstance(v, dict) for v in value)):
         return (Action(check.strings(value, "a module glob", path)),) if value else ()
     entries = [value] if isinstance(value, dict) else check.expect(value, list, "globs or tables", path)
     actions = []
@@ -305,10 +305,10 @@ def _parse_record(check: _Checker, record: str, path: tuple[str | int, ...]) -> 
         problem = "needs a folder, e.g. 'model/weights.pkl' (records live in packages)"
     elif any(p in ("", ".", "..") for p in parts) or "\\" in record:
         problem = "must be a relative path without empty, '.' or '..' parts"
-    elif any("." in p for p in parts[:-1]):
-        problem = "folders must not contain '.' (the folder path is a dotted package name)"
     elif parts[0] == ".data":
         problem = "'.data/' is reserved for the archive's framework records"
+    elif any("." in p for p in parts[:-1]):
+        problem = "folders must not contain '.' (the folder path is a dotted package name)"
     if problem:
         raise check.error(path, f"record path {record!r} {problem}")
     return record
@@ -489,7 +489,7 @@ def parse_build_file(root: Path, package: str) -> dict[str, Target]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line, column, message = _syntax_position(exc)
+        line, column, message = _syntax_position(exc, text)
         raise BuildFileError(label_file, f"TOML syntax error: {message}", line=line, column=column) from None
 
     targets = {}
@@ -532,14 +532,32 @@ def target_from_definition(data: Any, *, file: str) -> Target:
     return parse_target(table, label, file=file, base="")
 
 
-def _syntax_position(exc: Exception) -> tuple[int | None, int | None, str]:
+def target_error(root: Path, label: Label, path: tuple[str | int, ...], message: str) -> BuildFileError:
+    """An error about key ``path`` of a parsed target, pointing at its line when the file is there.
+
+    A path of several action kinds (``("intern/extern/mock/deny",)``) is shown as is: the fix
+    for an unmatched module can go in any of them.
+    """
+    try:
+        text: str | None = (root / label.build_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None  # e.g. a Bazel sandbox holds the definition, not the BUILD.toml
+    key = path[0] if len(path) == 1 and isinstance(path[0], str) and "/" in path[0] else format_key(path)
+    return BuildFileError(label.build_file, message, target=label.name, key=key or None, line=_locate(text, (label.name, *path)))
+
+
+def _syntax_position(exc: Exception, text: str) -> tuple[int | None, int | None, str]:
     # Python 3.14 gives lineno/colno attributes; older tomllib only puts them in the message.
     message = str(exc)
+    line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)
     match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
     if match:
         message = message[: match.start()]
-    line = getattr(exc, "lineno", None) or (int(match.group(1)) if match else None)
-    column = getattr(exc, "colno", None) or (int(match.group(2)) if match else None)
+        line, column = line or int(match.group(1)), column or int(match.group(2))
+    elif message.endswith("(at end of document)"):
+        message = message[: -len("(at end of document)")].rstrip() + " at the end of the file"
+        lines = text.splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
     return line, column, message
 
 

@@ -1,0 +1,7 @@
+"""``python -m torchpack.build TARGET...``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,164 @@
+"""``python -m torchpack.build``: build BUILD.toml targets.
+
+Exit status: 0 when every target is built or cached, 1 when a build failed (or --check found a
+difference), 2 for usage and input errors (bad BUILD.toml, unknown label, cycle), found before
+anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .cache import ActionCache, toolchain_fingerprint
+from .graph import BuildGraph, TargetError, load_graph
+from .labels import LabelError, parse_pattern
+from .runner import Builder, Options, Progress, TargetResult
+from .schema import BuildFileError
+from .workspace import Workspace, WorkspaceError, open_workspace
+
+USER_ERRORS = (WorkspaceError, LabelError, TargetError, BuildFileError)
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Build torchpack archives declared in BUILD.toml files.",
+        epilog="Targets: //dir:name, //dir (the target named like the folder), :name, //dir/... (all below).",
+    )
+    parser.add_argument("targets", nargs="*", metavar="TARGET", help="labels or patterns to build")
+    parser.add_argument("--out", type=Path, help="output folder (default: <workspace>/torchpack-out)")
+    parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="exports run at once (default: CPU count)")
+    parser.add_argument("--no-cache", action="store_true", help="rebuild even when the action cache says up to date")
+    parser.add_argument("--check", action="store_true", help="build every target twice in perturbed environments; fail on any byte difference")
+    parser.add_argument("--list", action="store_true", help="list the matching targets and their outputs; build nothing")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show export output and tracebacks")
+    return parser
+
+
+def _list(workspace: Workspace, graph: BuildGraph, as_json: bool) -> None:
+    if as_json:
+        targets = [
+            {
+                "label": str(label),
+                "output": str(workspace.output_of(label.package, graph.targets[label].out)),
+                "deps": [str(dep) for dep in graph.targets[label].deps],
+                "definition": graph.targets[label].definition(),
+            }
+            for label in graph.requested
+        ]
+        print(json.dumps({"workspace": str(workspace.root), "targets": targets}, indent=2))
+        return
+    for label in graph.requested:
+        output = workspace.output_of(label.package, graph.targets[label].out)
+        deps = ", ".join(str(dep) for dep in graph.targets[label].deps)
+        print(f"{label}  ->  {_shown(output)}" + (f"  (deps: {deps})" if deps else ""))
+
+
+def _shown(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _line(result: TargetResult, width: int) -> str:
+    digest = result.sha256 or "-" * 64
+    size = _size(result.size) if result.size is not None else "-"
+    state = "checked" if result.checked else result.state
+    return f"{str(result.label):<{width}}  {digest}  {size:>9}  {state:<7}  {result.seconds:6.2f}s"
+
+
+def _result_json(result: TargetResult) -> dict[str, Any]:
+    return {
+        "label": str(result.label),
+        "output": str(result.output),
+        "state": result.state,
+        "sha256": result.sha256,
+        "size": result.size,
+        "seconds": round(result.seconds, 3),
+        "checked": result.checked,
+        "error": result.error,
+    }
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build") -> int:
+    args = _parser(prog).parse_args(argv)
+    if args.jobs < 1:
+        print(f"{prog}: error: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    if not args.targets:
+        print(f"{prog}: error: name at least one target, e.g. //... for every target", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        workspace = open_workspace(Path.cwd(), args.out)
+        current = workspace.package_of(Path.cwd())
+        graph = load_graph(workspace, [parse_pattern(text, current) for text in args.targets])
+    except USER_ERRORS as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(exc), "targets": []}, indent=2))
+        return 2
+
+    if args.list:
+        _list(workspace, graph, args.json)
+        return 0
+
+    width = max(len(str(label)) for label in graph.order)
+
+    def on_result(result: TargetResult) -> None:
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)
+        if args.verbose and result.log.strip():
+            print(result.log.rstrip(), file=sys.stderr)
+        if not args.json:
+            print(_line(result, width), flush=True)
+
+    cache = ActionCache(workspace.out, workspace.root, toolchain_fingerprint())
+    options = Options(jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose)
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    # SIGTERM (a CI timeout, `kill`) stops the exports like Ctrl-C does instead of orphaning them.
+    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        results = Builder(workspace, graph, cache, options, on_result, progress).run()
+    except KeyboardInterrupt:
+        print("interrupted: running exports were stopped; no partial output was kept", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    ok = all(result.state in ("built", "cached") for result in results)
+    seconds = time.monotonic() - started
+    if args.json:
+        document = {"ok": ok, "workspace": str(workspace.root), "out": str(workspace.out), "seconds": round(seconds, 3),
+                    "targets": [_result_json(result) for result in results]}
+        print(json.dumps(document, indent=2))
+    else:
+        counts = {state: sum(r.state == state for r in results) for state in ("built", "cached", "failed", "skipped")}
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        print(f"{len(results)} target{'s' if len(results) != 1 else ''}: {summary} in {seconds:.1f}s"
+              + ("" if ok else "  (FAILED)"))
+    return 0 if ok else 1
