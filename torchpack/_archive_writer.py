@@ -1,13 +1,14 @@
 """The archive writer: a deterministic ZIP with aligned, uncompressed tensor records.
 
-Lifecycle: records are appended as they are produced (storages stream straight from tensor
-memory while a pickle is being written, so the model is never copied); ``close()`` adds the
-central directory, sorted by name, and - for a file target - renames the temporary file onto
-the requested path. ``abort()`` removes the temporary file, so a failed export leaves nothing.
+Lifecycle: tensor storages are *streamed* - written the moment the pickler meets them,
+straight from tensor memory, so the model is never copied; every other record is *staged*
+(held until the end). ``close()`` writes the staged records sorted by name, then the central
+directory, sorted by name too, and - for a file target - renames the temporary file onto the
+requested path. ``abort()`` removes the temporary file, so a failed export leaves nothing.
 
-Local records are laid out in the order they were written, which is itself deterministic
-(pickling order, then sources sorted by name); the central directory that every ZIP reader
-lists from is sorted by name.
+The layout is therefore: storages in pickling order (their names, ``.data/0.storage``,
+``.data/1.storage``..., follow that order), then everything else by name. It depends only on
+what was saved, not on the order of ``save_text``/``save_binary``/``save_module`` calls.
 """
 
 from __future__ import annotations
@@ -68,22 +69,36 @@ class ArchiveWriter:
             self._stream = target
         self._position = 0
         self._records: dict[str, WrittenRecord] = {}
+        self._staged: dict[str, bytes] = {}
         self._date, self._time = fmt.dos_timestamp()
         self._closed = False
 
     @property
-    def records(self) -> dict[str, WrittenRecord]:
+    def names(self) -> list[str]:
+        """Every record written or staged so far."""
+        return [*self._records, *self._staged]
+
+    def flush_staged(self) -> dict[str, WrittenRecord]:
+        """Write the staged records (sorted by name); return every record written so far."""
+        for name in sorted(self._staged):
+            data = self._staged.pop(name)
+            self.write_record(name, data)
         return self._records
 
-    def has_record(self, name: str) -> bool:
-        return name in self._records
+    def stage_record(self, name: str, data: bytes) -> None:
+        """Add a record to be written, in name order, when the archive is closed."""
+        self._check_new(name)
+        self._staged[name] = data
 
-    def write_record(self, name: str, data: Buffer, *, align: bool = False) -> WrittenRecord:
-        """Append one stored record. ``align`` puts its first data byte on a 64-byte boundary."""
+    def _check_new(self, name: str) -> None:
         if self._closed:
             raise TorchpackError(f"cannot write {name!r}: the archive is already closed")
-        if name in self._records:
+        if name in self._records or name in self._staged:
             raise TorchpackError(f"record {name!r} was written twice to the archive")
+
+    def write_record(self, name: str, data: Buffer, *, align: bool = False) -> WrittenRecord:
+        """Append one stored record now. ``align`` puts its first data byte on a 64-byte boundary."""
+        self._check_new(name)
         data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         size = len(data)
         crc, sha = _digest(data)
@@ -122,6 +137,7 @@ class ArchiveWriter:
         """Write the central directory and, for files, move the archive into place."""
         if self._closed:
             return
+        self.flush_staged()
         self._write_central_directory()
         self._closed = True
         self._stream.flush()

@@ -78,7 +78,7 @@ class PackageExporter:
         self._read_files: set[str] = set()
         # Storages already written, keyed by their C++ identity; the storage object is kept
         # alive so the identity cannot be reused by another storage during the export.
-        self._storage_keys: dict[int, tuple[str, Any]] = {}
+        self._storage_keys: dict[int, tuple[int, Any]] = {}
         self._reduced: dict[int, tuple[Any, ...]] = {}
         self._writer = ArchiveWriter(f)
         self._closed = False
@@ -271,7 +271,7 @@ class PackageExporter:
                     )
                 else:
                     self.add_dependency(module_name)
-        self._writer.write_record(filename, data)
+        self._writer.stage_record(filename, data)
 
     def _first_action(self, module_name: str) -> ModuleAction | None:
         if self._can_implicitly_extern(module_name):
@@ -286,9 +286,9 @@ class PackageExporter:
             untyped, storage_class, count = describe_storage(obj)
             identity = untyped._cdata
             if identity not in self._storage_keys:
-                key = str(len(self._storage_keys))
+                key = len(self._storage_keys)
                 self._storage_keys[identity] = (key, untyped)
-                self._writer.write_record(records.storage_record(key), storage_bytes(untyped), align=True)
+                self._writer.write_record(records.storage_record(str(key)), storage_bytes(untyped), align=True)
             key = self._storage_keys[identity][0]
             return ("storage", storage_class, key, storage_location(untyped), count)
         if hasattr(obj, "__reduce_package__") and not isinstance(obj, type):
@@ -300,11 +300,11 @@ class PackageExporter:
 
     def save_text(self, package: str, resource: str, text: str) -> None:
         """Save ``text`` (UTF-8) as ``package/resource``."""
-        self._writer.write_record(_resource_path(package, resource), text.encode("utf-8"))
+        self._writer.stage_record(_resource_path(package, resource), text.encode("utf-8"))
 
     def save_binary(self, package: str, resource: str, binary: bytes) -> None:
         """Save ``binary`` as ``package/resource``."""
-        self._writer.write_record(_resource_path(package, resource), bytes(binary))
+        self._writer.stage_record(_resource_path(package, resource), bytes(binary))
 
     def get_unique_id(self) -> str:
         """A fresh id, unique within this package (for generated module names)."""
@@ -388,7 +388,7 @@ class PackageExporter:
         if node.broken not in (BrokenReason.NO_ACTION, BrokenReason.NOT_FOUND):
             return False
         folder = node.name.replace(".", "/") + "/"
-        if not any(name.startswith(folder) for name in self._writer.records):
+        if not any(name.startswith(folder) for name in self._writer.names):
             return False
         node.broken, node.action, node.source = None, ModuleAction.SKIP, None
         return True
@@ -438,7 +438,7 @@ class PackageExporter:
         if mocked_names or any(n.action is ModuleAction.REPACKAGED_MOCK_MODULE for n in nodes):
             sources.setdefault(records.module_filename(MOCK_SUPPORT_MODULE, False), MOCK_SUPPORT_SOURCE)
         for filename in sorted(sources):
-            self._writer.write_record(filename, sources[filename].encode("utf-8"))
+            self._writer.stage_record(filename, sources[filename].encode("utf-8"))
 
     def _is_package(self, module_name: str) -> bool:
         try:
@@ -448,18 +448,16 @@ class PackageExporter:
 
     def _write_framework_records(self) -> None:
         extern = self.externed_modules()
-        write = self._writer.write_record
-        write(records.EXTERN_MODULES, "".join(f"{name}\n" for name in extern).encode())
-        write(records.PYTHON_VERSION, platform.python_version().encode())
-        write(records.VERSION, f"{records.FORMAT_VERSION}\n".encode())
-        write(records.BYTEORDER, sys.byteorder.encode())
-        digests = {name: (r.size, r.sha256) for name, r in self._writer.records.items()}
-        write(records.SERIALIZATION_ID, records.serialization_id({n: d for n, (_, d) in digests.items()}).encode())
-        digests[records.SERIALIZATION_ID] = (
-            self._writer.records[records.SERIALIZATION_ID].size,
-            self._writer.records[records.SERIALIZATION_ID].sha256,
-        )
-        write(records.INTEGRITY, records.integrity_document(digests, records.provenance(extern)))
-
+        stage = self._writer.stage_record
+        stage(records.EXTERN_MODULES, "".join(f"{name}\n" for name in extern).encode())
+        stage(records.PYTHON_VERSION, platform.python_version().encode())
+        stage(records.VERSION, f"{records.FORMAT_VERSION}\n".encode())
+        stage(records.BYTEORDER, sys.byteorder.encode())
+        # The two records below describe all the others, so those are written out first.
+        written = self._writer.flush_staged()
+        serialization_id = records.serialization_id({name: r.sha256 for name, r in written.items()})
+        self._writer.write_record(records.SERIALIZATION_ID, serialization_id.encode())
+        digests = {name: (r.size, r.sha256) for name, r in written.items()}
+        self._writer.write_record(records.INTEGRITY, records.integrity_document(digests, records.provenance(extern)))
 
 __all__ = ["PackageExporter", "PackagingError", "EmptyMatchError", "TorchpackError"]
