@@ -23,7 +23,7 @@ from ._globbing import GlobGroup, GlobPattern
 from ._hooks import RemovableHandle, register
 from ._mock_source import MOCK_SUPPORT_MODULE, MOCK_SUPPORT_SOURCE, MOCKED_MODULE_SOURCE
 from ._pickling import pickle_object
-from ._resolution import DependencyGraph, ModuleAction, ModuleNode, locate_module, module_exists
+from ._resolution import DependencyGraph, ModuleAction, ModuleNode, clear_spec_memo, locate_module, module_exists
 from ._source_scan import shared_scan_cache
 from ._stdlib import is_stdlib_module
 from ._storage import describe_storage, is_storage, storage_bytes, storage_location
@@ -82,6 +82,7 @@ class PackageExporter:
         self._reduced: dict[int, tuple[Any, ...]] = {}
         self._writer = ArchiveWriter(f)
         self._closed = False
+        clear_spec_memo()
 
     # -- actions ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ on packaged code without any monkeypatching.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -25,6 +26,7 @@ from typing import Any
 
 import torch
 
+from . import _disk_cache as disk_cache
 from . import _records as records
 from ._archive_reader import ArchiveSource, open_archive
 from ._mangling import PackageMangler, demangle
@@ -359,10 +361,11 @@ class PackageImporter(Importer):
         if entry.filename is not None:
             filename = self._mangler.mangle(entry.filename)
             namespace["__file__"] = filename
-            source = self.zip_reader.read(entry.filename).decode("utf-8")
+            raw = self.zip_reader.read(entry.filename)
+            source = raw.decode("utf-8")
             # Prime linecache so tracebacks and inspect show packaged lines at once.
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-            code = compile(source, filename, "exec", dont_inherit=True)
+            code = disk_cache.compile_module(source, hashlib.sha256(raw).hexdigest(), filename)
         self.modules[name] = module
         sys.modules[mangled_name] = module
         if code is not None:

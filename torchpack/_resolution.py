@@ -129,6 +129,23 @@ class LocatedModule:
 
 def _sys_spec(name: str) -> importlib.machinery.ModuleSpec | None:
     """The interpreter's spec for ``name`` without executing it or any of its parents."""
+    if name in _spec_memo:
+        return _spec_memo[name]
+    spec = _find_sys_spec(name)
+    _spec_memo[name] = spec
+    return spec
+
+
+# Within one resolution pass the file system does not change under us; see clear_spec_memo.
+_spec_memo: dict[str, importlib.machinery.ModuleSpec | None] = {}
+
+
+def clear_spec_memo() -> None:
+    """Forget looked-up specs (an exporter starts afresh, so newly written files are seen)."""
+    _spec_memo.clear()
+
+
+def _find_sys_spec(name: str) -> importlib.machinery.ModuleSpec | None:
     module = sys.modules.get(name)
     if module is not None:
         return getattr(module, "__spec__", None)

@@ -4,15 +4,19 @@ Recognises ``import a.b``, ``from a.b import c`` (absolute and relative), and th
 forms whose arguments are constants: ``__import__("a", fromlist=[...], level=...)`` and
 ``importlib.import_module("a.b")`` / ``import_module(".b", package="a")``. The AST is walked
 iteratively (``ast.walk``), so deeply nested code cannot exhaust the recursion limit.
-Results are cached per source digest: re-exporting the same library twice parses it once.
+Results are cached per source digest, in memory and on disk (:mod:`._disk_cache`):
+re-exporting the same library parses it once.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import threading
 from dataclasses import dataclass
+
+from . import _disk_cache as disk_cache
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,22 @@ def _dynamic_import(call: ast.Call, package: str) -> list[ImportReference]:
     return []
 
 
+def _statements(tree: ast.AST) -> list[ast.stmt]:
+    """Every statement of a module, nested ones included, without visiting expressions."""
+    pending: list[ast.stmt] = list(getattr(tree, "body", ()))
+    statements: list[ast.stmt] = []
+    while pending:
+        statement = pending.pop()
+        statements.append(statement)
+        for field in ("body", "orelse", "finalbody"):
+            pending.extend(getattr(statement, field, ()))
+        for handler in getattr(statement, "handlers", ()):
+            pending.extend(handler.body)
+        for case in getattr(statement, "cases", ()):
+            pending.extend(case.body)
+    return statements
+
+
 def scan_source(source: str, package: str, filename: str = "<source>") -> list[ImportReference]:
     """Every import in ``source``, for a module whose ``__package__`` is ``package``.
 
@@ -84,7 +104,10 @@ def scan_source(source: str, package: str, filename: str = "<source>") -> list[I
     """
     tree = ast.parse(source, filename)
     found: dict[ImportReference, None] = {}
-    for node in ast.walk(tree):
+    # Import statements are statements: unless the source mentions a dynamic import, only
+    # statement nodes need a look, a small fraction of the whole tree.
+    dynamic = "__import__" in source or "import_module" in source
+    for node in ast.walk(tree) if dynamic else _statements(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found[ImportReference(alias.name)] = None
@@ -110,10 +133,23 @@ class ScanCache:
         with self._lock:
             cached = self._results.get(key)
         if cached is None:
+            cached = self._from_disk(key)
+        if cached is None:
             cached = tuple(scan_source(source, package, filename))
-            with self._lock:
-                self._results[key] = cached
+            disk_cache.store("imports", key, json.dumps([[r.module, r.name] for r in cached]).encode())
+        with self._lock:
+            self._results[key] = cached
         return list(cached)
+
+    @staticmethod
+    def _from_disk(key: str) -> tuple[ImportReference, ...] | None:
+        data = disk_cache.load("imports", key)
+        if data is None:
+            return None
+        try:
+            return tuple(ImportReference(module, name) for module, name in json.loads(data))
+        except (ValueError, TypeError):
+            return None
 
 
 #: One cache per process, shared by every exporter.
