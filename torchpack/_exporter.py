@@ -178,6 +178,9 @@ class PackageExporter:
             node.broken, node.context = BrokenReason.DEPENDENCY_RESOLUTION_FAILED, str(error)
             return
         for reference in references:
+            if reference.optional and not self._is_known_module(reference.module):
+                # Guarded by `except ImportError`: the code runs without it, and so will the package.
+                continue
             if reference.name is not None:
                 submodule = f"{reference.module}.{reference.name}"
                 if self._is_known_module(submodule):
@@ -431,6 +434,10 @@ class PackageExporter:
                 assert node.source is not None
                 sources[records.module_filename(node.name, node.is_package)] = node.source
             elif node.action is ModuleAction.MOCK:
+                if not module_exists(self.importer, node.name):
+                    # Mocking stands in for modules that exist. One that is absent here stays
+                    # absent in the package, so code that guards its import behaves the same.
+                    continue
                 # A mocked module is a package if it has mocked children, or is one on disk.
                 is_package = any(other.startswith(node.name + ".") for other in mocked_names) or self._is_package(
                     node.name

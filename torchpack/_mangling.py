@@ -15,8 +15,11 @@ import threading
 _MANGLE_PATTERN = re.compile(r"^<torch_package_(\d+)>")
 
 # One counter for the whole process: prefixes must never repeat between importers, or two
-# packages would share class names in pickles and tracebacks.
-_counter = itertools.count()
+# packages would share class names, linecache entries and tracebacks. torch.package counts
+# its own importers from 0 in the same format, so ours start far above that range and a
+# process that loads archives with both never sees two importers with one prefix.
+FIRST_INDEX = 1000
+_counter = itertools.count(FIRST_INDEX)
 _counter_lock = threading.Lock()
 
 

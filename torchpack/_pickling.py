@@ -5,7 +5,8 @@ interpreter alone: its own name lookup is then exactly right, and ``reducer_over
 us validate each global once and record it, so no second pass over the pickle bytes is
 needed to find dependencies. When objects may come from loaded packages (re-export) a global's
 pickled name must be *demangled*, which the C pickler cannot do; a subclass of the pure-Python
-pickler that asks the importer for names takes over then.
+pickler that asks the importer for names takes over then - and also whenever a pickle holds
+a set, whose element order must not depend on hashing.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ class _RenamingPyPickler(pickle._Pickler):  # type: ignore[name-defined]
         # A private copy: the class-level table is shared with every other _Pickler user.
         self.dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
         self.dispatch[FunctionType] = _RenamingPyPickler.save_global
+        self.dispatch[set] = _RenamingPyPickler.save_canonical_set
+        self.dispatch[frozenset] = _RenamingPyPickler.save_canonical_set
+
+    def save_canonical_set(self, obj: Any) -> None:
+        # The same opcodes whatever the protocol: a call of set/frozenset on a sorted list.
+        self.save_reduce(type(obj), (_canonical_order(obj),), obj=obj)
 
     def persistent_id(self, obj: Any) -> Any:
         return self._persistent_id(obj)
@@ -69,13 +76,38 @@ class _RenamingPyPickler(pickle._Pickler):  # type: ignore[name-defined]
         self.memoize(obj)
 
 
+def _canonical_order(items: Any) -> list[Any]:
+    """Set elements in an order that does not depend on hashing (PYTHONHASHSEED, addresses)."""
+    items = list(items)
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=lambda item: (type(item).__module__, type(item).__qualname__, repr(item)))
+
+
+def _has_unordered_set(pickler: pickle.Pickler) -> bool:
+    # Every set the C pickler wrote is in its memo; small sets cannot be out of order.
+    return any(
+        type(entry[1]) in (set, frozenset) and len(entry[1]) > 1 for entry in pickler.memo.copy().values()
+    )
+
+
 def pickle_object(
     obj: Any, *, importer: Importer, protocol: int, persistent_id: PersistentId
 ) -> tuple[bytes, list[tuple[str, str]]]:
-    """Pickle ``obj``; return the bytes and every ``(module, name)`` global it references."""
+    """Pickle ``obj``; return the bytes and every ``(module, name)`` global it references.
+
+    The C pickler writes set elements in hash order, which PYTHONHASHSEED changes; when a
+    pickle holds a set, it is pickled again by the Python pickler, which sorts them.
+    """
+    if importer is sys_importer:
+        buffer = io.BytesIO()
+        fast = _RecordingCPickler(buffer, protocol, importer, persistent_id)
+        fast.dump(obj)
+        if not _has_unordered_set(fast):
+            return buffer.getvalue(), list(fast.globals_seen)
     buffer = io.BytesIO()
-    pickler_type = _RecordingCPickler if importer is sys_importer else _RenamingPyPickler
-    pickler = pickler_type(buffer, protocol, importer, persistent_id)
+    pickler = _RenamingPyPickler(buffer, protocol, importer, persistent_id)
     pickler.dump(obj)
     return buffer.getvalue(), list(pickler.globals_seen)
 

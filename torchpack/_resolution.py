@@ -172,9 +172,12 @@ def _find_sys_spec(name: str) -> importlib.machinery.ModuleSpec | None:
 def _source_of_module(module: ModuleType) -> tuple[str | None, str | None]:
     """(source, origin file) of an already-imported module; no source for C extensions."""
     filename = getattr(module, "__file__", None)
-    if filename is None or not filename.endswith(".py"):
-        return None, None
     loader = getattr(module, "__loader__", None)
+    # A package loaded from an archive folder without __init__.py has no file but is
+    # still source (empty) that its PackageImporter can give back.
+    from_archive = getattr(module, "__torch_package__", False) and hasattr(loader, "get_source")
+    if not from_archive and (filename is None or not filename.endswith(".py")):
+        return None, None
     get_source = getattr(loader, "get_source", None)
     if get_source is None:
         return None, None

@@ -21,10 +21,15 @@ from . import _disk_cache as disk_cache
 
 @dataclass(frozen=True)
 class ImportReference:
-    """One thing a module imports: ``module``, or the attribute/submodule ``name`` of it."""
+    """One thing a module imports: ``module``, or the attribute/submodule ``name`` of it.
+
+    ``optional`` is set when every occurrence sits in a ``try`` block that catches
+    ImportError: the code copes with the module being absent.
+    """
 
     module: str
     name: str | None = None
+    optional: bool = False
 
 
 def resolve_relative(name: str, package: str, level: int) -> str:
@@ -81,20 +86,48 @@ def _dynamic_import(call: ast.Call, package: str) -> list[ImportReference]:
     return []
 
 
-def _statements(tree: ast.AST) -> list[ast.stmt]:
-    """Every statement of a module, nested ones included, without visiting expressions."""
-    pending: list[ast.stmt] = list(getattr(tree, "body", ()))
-    statements: list[ast.stmt] = []
+_IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
+_NESTED_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _catches_import_error(statement: ast.Try) -> bool:
+    for handler in statement.handlers:
+        caught = handler.type
+        for name in caught.elts if isinstance(caught, ast.Tuple) else [caught]:
+            if name is None or (isinstance(name, ast.Name) and name.id in _IMPORT_ERRORS):
+                return True
+    return False
+
+
+def _statements(tree: ast.AST) -> list[tuple[ast.stmt, bool]]:
+    """Every statement of a module (nested ones too), with whether an ImportError raised
+    there is caught by an enclosing ``try``. Expressions are not visited."""
+    pending: list[tuple[ast.stmt, bool]] = [(s, False) for s in getattr(tree, "body", ())]
+    statements: list[tuple[ast.stmt, bool]] = []
     while pending:
-        statement = pending.pop()
-        statements.append(statement)
-        for field in ("body", "orelse", "finalbody"):
-            pending.extend(getattr(statement, field, ()))
+        statement, guarded = pending.pop()
+        statements.append((statement, guarded))
+        body_guarded = guarded or (isinstance(statement, ast.Try) and _catches_import_error(statement))
+        pending.extend((child, body_guarded) for child in getattr(statement, "body", ()))
+        for field in ("orelse", "finalbody"):
+            pending.extend((child, guarded) for child in getattr(statement, field, ()))
         for handler in getattr(statement, "handlers", ()):
-            pending.extend(handler.body)
+            pending.extend((child, guarded) for child in handler.body)
         for case in getattr(statement, "cases", ()):
-            pending.extend(case.body)
+            pending.extend((child, guarded) for child in case.body)
     return statements
+
+
+def _own_expressions(statement: ast.stmt) -> list[ast.AST]:
+    """The expression nodes of a statement, not those of the statements nested in it."""
+    nodes: list[ast.AST] = []
+    for field, value in ast.iter_fields(statement):
+        if field in _NESTED_BODIES:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, ast.AST):
+                nodes.extend(ast.walk(item))
+    return nodes
 
 
 def scan_source(source: str, package: str, filename: str = "<source>") -> list[ImportReference]:
@@ -103,22 +136,29 @@ def scan_source(source: str, package: str, filename: str = "<source>") -> list[I
     Raises SyntaxError for source that does not parse.
     """
     tree = ast.parse(source, filename)
-    found: dict[ImportReference, None] = {}
-    # Import statements are statements: unless the source mentions a dynamic import, only
-    # statement nodes need a look, a small fraction of the whole tree.
+    # (module, name) -> optional: a reference is optional only if all its occurrences are.
+    found: dict[tuple[str, str | None], bool] = {}
+
+    def add(module: str, name: str | None, guarded: bool) -> None:
+        found[(module, name)] = found.get((module, name), True) and guarded
+
+    # Calls to __import__/import_module are looked for only when the source mentions them;
+    # for most modules the statements alone are a small fraction of the tree.
     dynamic = "__import__" in source or "import_module" in source
-    for node in ast.walk(tree) if dynamic else _statements(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                found[ImportReference(alias.name)] = None
-        elif isinstance(node, ast.ImportFrom):
-            module = resolve_relative(node.module or "", package, node.level)
-            for alias in node.names:
-                found[ImportReference(module, None if alias.name == "*" else alias.name)] = None
-        elif isinstance(node, ast.Call):
-            for reference in _dynamic_import(node, package):
-                found[reference] = None
-    return list(found)
+    for statement, guarded in _statements(tree):
+        if isinstance(statement, ast.Import):
+            for alias in statement.names:
+                add(alias.name, None, guarded)
+        elif isinstance(statement, ast.ImportFrom):
+            module = resolve_relative(statement.module or "", package, statement.level)
+            for alias in statement.names:
+                add(module, None if alias.name == "*" else alias.name, guarded)
+        if dynamic:
+            for node in _own_expressions(statement):
+                if isinstance(node, ast.Call):
+                    for reference in _dynamic_import(node, package):
+                        add(reference.module, reference.name, guarded)
+    return [ImportReference(module, name, optional) for (module, name), optional in found.items()]
 
 
 class ScanCache:
@@ -136,18 +176,18 @@ class ScanCache:
             cached = self._from_disk(key)
         if cached is None:
             cached = tuple(scan_source(source, package, filename))
-            disk_cache.store("imports", key, json.dumps([[r.module, r.name] for r in cached]).encode())
+            disk_cache.store("imports-v2", key, json.dumps([[r.module, r.name, r.optional] for r in cached]).encode())
         with self._lock:
             self._results[key] = cached
         return list(cached)
 
     @staticmethod
     def _from_disk(key: str) -> tuple[ImportReference, ...] | None:
-        data = disk_cache.load("imports", key)
+        data = disk_cache.load("imports-v2", key)
         if data is None:
             return None
         try:
-            return tuple(ImportReference(module, name) for module, name in json.loads(data))
+            return tuple(ImportReference(module, name, optional) for module, name, optional in json.loads(data))
         except (ValueError, TypeError):
             return None
 
