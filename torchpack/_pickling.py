@@ -17,11 +17,15 @@ from collections.abc import Callable
 from types import BuiltinFunctionType, FunctionType
 from typing import Any
 
+import torch
+
 from .importer import Importer, sys_importer
 
 PersistentId = Callable[[Any], Any]
 
 _GLOBAL_TYPES = (type, FunctionType, BuiltinFunctionType)
+#: torch objects that pickle by name (``torch.float32`` is the global ``torch float32``).
+_NAMED_TORCH_OBJECTS = (torch.dtype, torch.layout, torch.memory_format, torch.qscheme)
 
 
 class _RecordingCPickler(pickle.Pickler):
@@ -29,6 +33,7 @@ class _RecordingCPickler(pickle.Pickler):
 
     def __init__(self, file: io.BytesIO, protocol: int, importer: Importer, persistent_id: PersistentId) -> None:
         super().__init__(file, protocol)
+        self._protocol = protocol
         self._importer = importer
         self._persistent_id = persistent_id
         self.globals_seen: dict[tuple[str, str], None] = {}
@@ -38,8 +43,16 @@ class _RecordingCPickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         # Called once per distinct non-atomic object (the memo short-circuits repeats).
-        if isinstance(obj, _GLOBAL_TYPES):
+        if isinstance(obj, _GLOBAL_TYPES) or isinstance(obj, _NAMED_TORCH_OBJECTS):
             self.globals_seen[self._importer.get_name(obj)] = None
+        elif type(obj).__reduce__ is not object.__reduce__ and not isinstance(obj, torch.Tensor):
+            # Objects whose reduction is a bare name (singletons) are pickled as globals too.
+            try:
+                reduced = obj.__reduce_ex__(self._protocol)
+            except Exception:  # noqa: BLE001 - the pickler itself will report it
+                return NotImplemented
+            if isinstance(reduced, str):
+                self.globals_seen[self._importer.get_name(obj, reduced)] = None
         return NotImplemented
 
 

@@ -65,8 +65,12 @@ class _Outcome:
     log: str
 
 
-def hermetic_env(home: Path, *, perturbed: bool = False) -> dict[str, str]:
-    """The complete environment of an export; ``perturbed`` is --check's second build."""
+def hermetic_env(home: Path, *, perturbed: bool = False, scan_cache: Path | None = None) -> dict[str, str]:
+    """The complete environment of an export; ``perturbed`` is --check's second build.
+
+    ``scan_cache`` keeps torchpack's parsed-imports cache across exports (it is keyed by source
+    digest, so it cannot change an archive); without it the cache dies with ``home``.
+    """
     env = {
         "PATH": os.defpath,
         "HOME": str(home),
@@ -81,6 +85,8 @@ def hermetic_env(home: Path, *, perturbed: bool = False) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
+    if scan_cache is not None:
+        env["TORCHPACK_CACHE_DIR"] = str(scan_cache)
     if "SOURCE_DATE_EPOCH" in os.environ:
         env["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
     if perturbed:
@@ -132,6 +138,7 @@ def _run_action(
     *,
     perturbed: bool,
     verbose: bool,
+    scan_cache: Path,
 ) -> _Outcome:
     scratch = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
     try:
@@ -152,7 +159,7 @@ def _run_action(
         ]
         returncode, log = processes.run(
             command,
-            env=hermetic_env(home, perturbed=perturbed),
+            env=hermetic_env(home, perturbed=perturbed, scan_cache=scan_cache),
             cwd=str(home if perturbed else workspace.root),
             umask=0o077 if perturbed else 0o022,
             stdin=subprocess.DEVNULL,
@@ -272,6 +279,12 @@ class Builder:
         future = pool.submit(self._build, target, output, dep_digests)
         return future, previous.seconds if previous is not None else None
 
+    def _action(self, target: Target, output: Path, deps: dict[Label, Path], *, perturbed: bool) -> _Outcome:
+        return _run_action(
+            self.processes, self.workspace, target, output, deps,
+            perturbed=perturbed, verbose=self.options.verbose, scan_cache=self.cache.folder / "scan",
+        )
+
     def _build(self, target: Target, output: Path, dep_digests: dict[Label, str]) -> TargetResult:
         started = time.monotonic()
         deps = {dep: self.output(dep) for dep in target.deps}
@@ -281,11 +294,8 @@ class Builder:
             # under another name in another folder.
             with tempfile.TemporaryDirectory(prefix="torchpack-check-") as scratch, ThreadPoolExecutor(1) as side:
                 other_output = Path(scratch) / f"check-{label.name}-{os.getpid()}.pt"
-                other = side.submit(
-                    _run_action, self.processes, self.workspace, target, other_output, deps,
-                    perturbed=True, verbose=self.options.verbose,
-                )
-                outcome = _run_action(self.processes, self.workspace, target, output, deps, perturbed=False, verbose=self.options.verbose)
+                other = side.submit(self._action, target, other_output, deps, perturbed=True)
+                outcome = self._action(target, output, deps, perturbed=False)
                 second = other.result()
                 if outcome.error is None and second.error is not None:
                     outcome = second
@@ -295,13 +305,16 @@ class Builder:
                     message = f"{label.build_file}: target '{label.name}': not reproducible: two builds differ in {differences}"
                     outcome = _Outcome(1, message, [], outcome.log + second.log)
         else:
-            outcome = _run_action(self.processes, self.workspace, target, output, deps, perturbed=False, verbose=self.options.verbose)
+            outcome = self._action(target, output, deps, perturbed=False)
         seconds = time.monotonic() - started
         if outcome.error is not None:
             output.unlink(missing_ok=True)
             return TargetResult(label, output, "failed", seconds=seconds, error=outcome.error, log=outcome.log)
         sha256, size = file_digest(output), output.stat().st_size
-        inputs = self.cache.digest_inputs(outcome.inputs)
+        # The scan cache is the builder's own state, not an input of the target.
+        inputs = self.cache.digest_inputs(
+            [p for p in outcome.inputs if not (self.workspace.root / p).resolve().is_relative_to(self.cache.folder)]
+        )
         if inputs is not None:
             key = self.cache.key(target, inputs, dep_digests)
             self.cache.store(label, CacheRecord(key, inputs, sha256, size, round(seconds, 3)))

@@ -276,15 +276,24 @@ def _unknown_key_message(key: str, allowed: tuple[str, ...]) -> str:
 
 
 def _parse_actions(check: _Checker, value: Any, kind: str) -> tuple[Action, ...]:
-    # Three spellings: "glob", ["glob", ...] (one call), or tables / arrays of tables for
-    # calls with exclude or allow_empty.
+    # A glob, a list of globs (one call), a table (one call with exclude/allow_empty), or a
+    # list mixing both: consecutive globs make one call, each table another.
     path: tuple[str | int, ...] = (kind,)
-    if isinstance(value, str) or (isinstance(value, list) and not any(isinstance(v, dict) for v in value)):
-        return (Action(check.strings(value, "a module glob", path)),) if value else ()
+    if isinstance(value, str):
+        return (Action(check.strings(value, "a module glob", path)),)
     entries = [value] if isinstance(value, dict) else check.expect(value, list, "globs or tables", path)
-    actions = []
+    actions: list[Action] = []
+    globs: list[str] = []
     for index, entry in enumerate(entries):
         entry_path = (kind, index) if isinstance(value, list) else path
+        if not isinstance(entry, dict):
+            if not check.expect(entry, str, "a module glob or a table", entry_path):
+                raise check.error(entry_path, "empty module glob")
+            globs.append(entry)
+            continue
+        if globs:
+            actions.append(Action(tuple(globs)))
+            globs = []
         check.table(entry, _ACTION_KEYS, entry_path)
         if "include" not in entry:
             raise check.error((*entry_path, "include"), "missing: each entry needs an include glob list")
@@ -295,6 +304,8 @@ def _parse_actions(check: _Checker, value: Any, kind: str) -> tuple[Action, ...]
                 allow_empty=check.expect(entry.get("allow_empty", True), bool, "a boolean", (*entry_path, "allow_empty")),
             )
         )
+    if globs:
+        actions.append(Action(tuple(globs)))
     return tuple(actions)
 
 
