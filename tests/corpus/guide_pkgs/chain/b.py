@@ -1,0 +1,3 @@
+from guide_pkgs.chain import c
+
+VALUE = c.VALUE * 10

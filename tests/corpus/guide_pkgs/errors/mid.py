@@ -1,0 +1,1 @@
+from guide_pkgs.errors import denied_b

@@ -1,0 +1,3 @@
+class Config:
+    def __init__(self, n=1):
+        self.n = n

@@ -1,0 +1,2 @@
+def my_function():
+    print("original, not patched")

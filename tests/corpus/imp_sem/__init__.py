@@ -1,0 +1,3 @@
+"""Sample code exported by tests/test_importlib_semantics.py."""
+
+ROOT = "imp_sem"

@@ -1,0 +1,3 @@
+from imp_sem.circ_bad.b import B
+
+A = "a"

@@ -1,0 +1,5 @@
+def thing():
+    return "real thing"
+
+
+CONSTANT = 3
