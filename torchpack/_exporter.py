@@ -391,6 +391,8 @@ class PackageExporter:
         """
         if node.broken not in (BrokenReason.NO_ACTION, BrokenReason.NOT_FOUND):
             return False
+        if module_exists(self.importer, node.name):
+            return False  # a real module that needs an action, whatever else sits in its folder
         folder = node.name.replace(".", "/") + "/"
         if not any(name.startswith(folder) for name in self._writer.names):
             return False

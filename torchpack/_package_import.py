@@ -37,7 +37,8 @@ from ._storage import MapLocation, restore_location, storage_from_record
 from ._zip_format import STORAGE_ALIGNMENT
 from .errors import ArchiveFormatError
 from .file_structure_representation import Directory, directory_from_records
-from .importer import Importer
+from ._resolution import module_exists
+from .importer import Importer, sys_importer
 
 _NEEDS_LOADING = object()
 
@@ -156,7 +157,11 @@ class PackageImporter(Importer):
         return directory_from_records(self.filename, self._record_names, include, exclude)
 
     def has_module(self, name: str) -> bool:
-        return name in self._index or self._is_extern(name)
+        """Whether importing ``name`` through this importer can succeed, without importing it."""
+        if name in self._index or name in self._extern_set or name in self._extern_parents:
+            return True
+        # Below an extern module the environment decides (`pathlib.Path` is no module).
+        return self._is_extern(name) and module_exists(sys_importer, name)
 
     def _is_extern(self, name: str) -> bool:
         return name in self._extern_parents or any(a in self._extern_set for a in (*_ancestors(name), name))

@@ -63,6 +63,7 @@ class CacheRecord:
     inputs: dict[str, str]  # cache-record path -> SHA-256
     sha256: str
     size: int
+    mtime_ns: int  # of the archive: unchanged size and mtime spare hashing a large archive
     seconds: float
 
 
@@ -116,7 +117,10 @@ class ActionCache:
         if inputs is None or self.key(target, inputs, deps) != record.key:
             return None
         try:
-            if output.stat().st_size != record.size or file_digest(output) != record.sha256:
+            stat = output.stat()
+            if stat.st_size != record.size:
+                return None
+            if stat.st_mtime_ns != record.mtime_ns and file_digest(output) != record.sha256:
                 return None
         except OSError:
             return None

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -141,15 +142,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
     cache = ActionCache(workspace.out, workspace.root, toolchain_fingerprint())
     options = Options(jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose)
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
-    # SIGTERM (a CI timeout, `kill`) stops the exports like Ctrl-C does instead of orphaning them.
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGTERM (a CI timeout, `kill`) stops the exports like Ctrl-C does instead of orphaning
+    # them; only the main thread may install signal handlers.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:
         results = Builder(workspace, graph, cache, options, on_result, progress).run()
     except KeyboardInterrupt:
         print("interrupted: running exports were stopped; no partial output was kept", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
     ok = all(result.state in ("built", "cached") for result in results)
     seconds = time.monotonic() - started
     if args.json:

@@ -22,16 +22,10 @@ class BuildGraph:
     requested: tuple[Label, ...]
     order: tuple[Label, ...]
 
-    def dependants(self, label: Label) -> list[Label]:
-        """Targets that depend on ``label``, directly or not."""
-        found: list[Label] = []
-        for candidate in self.order:
-            if any(dep == label or dep in found for dep in self.targets[candidate].deps):
-                found.append(candidate)
-        return found
-
 
 class _Loader:
+    """Parses each BUILD.toml at most once."""
+
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.files: dict[str, dict[str, Target]] = {}

@@ -51,9 +51,6 @@ class Recursive:
     def __str__(self) -> str:
         return f"//{self.package}/..." if self.package else "//..."
 
-    def covers(self, package: str) -> bool:
-        return not self.package or package == self.package or package.startswith(self.package + "/")
-
 
 def _check_package(package: str, text: str) -> str:
     if package == "":

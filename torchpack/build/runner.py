@@ -59,8 +59,7 @@ class TargetResult:
 
 @dataclass(frozen=True)
 class _Outcome:
-    returncode: int
-    error: str | None
+    error: str | None  # None: the archive is in place
     inputs: list[str]
     log: str
 
@@ -173,7 +172,7 @@ def _run_action(
             error, inputs = f"{target.label.build_file}: target '{target.label.name}': export process failed: {tail[0]}", []
         if returncode != 0 and error is None:
             error = f"{target.label.build_file}: target '{target.label.name}': export process exited with status {returncode}"
-        return _Outcome(returncode, error, inputs, log)
+        return _Outcome(error, inputs, log)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -303,22 +302,22 @@ class Builder:
                     differences = describe_differences(output, other_output)
                     output.unlink()
                     message = f"{label.build_file}: target '{label.name}': not reproducible: two builds differ in {differences}"
-                    outcome = _Outcome(1, message, [], outcome.log + second.log)
+                    outcome = _Outcome(message, [], outcome.log + second.log)
         else:
             outcome = self._action(target, output, deps, perturbed=False)
         seconds = time.monotonic() - started
         if outcome.error is not None:
             output.unlink(missing_ok=True)
             return TargetResult(label, output, "failed", seconds=seconds, error=outcome.error, log=outcome.log)
-        sha256, size = file_digest(output), output.stat().st_size
+        sha256, stat = file_digest(output), output.stat()
         # The scan cache is the builder's own state, not an input of the target.
         inputs = self.cache.digest_inputs(
             [p for p in outcome.inputs if not (self.workspace.root / p).resolve().is_relative_to(self.cache.folder)]
         )
         if inputs is not None:
             key = self.cache.key(target, inputs, dep_digests)
-            self.cache.store(label, CacheRecord(key, inputs, sha256, size, round(seconds, 3)))
-        return TargetResult(label, output, "built", sha256, size, seconds, checked=self.options.check, log=outcome.log)
+            self.cache.store(label, CacheRecord(key, inputs, sha256, stat.st_size, stat.st_mtime_ns, round(seconds, 3)))
+        return TargetResult(label, output, "built", sha256, stat.st_size, seconds, checked=self.options.check, log=outcome.log)
 
 
 @dataclass

@@ -38,13 +38,6 @@ class Workspace:
             raise WorkspaceError(f"{path} is outside the workspace {self.root}") from None
         return relative.as_posix() if relative.parts else ""
 
-    def relative(self, path: Path) -> str:
-        """``path`` relative to the root when inside it (posix), else absolute: for messages and cache records."""
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return str(path)
-
     def output_of(self, package: str, out: str) -> Path:
         """Where a target's archive goes: the out folder mirrors the workspace folders."""
         return self.out.joinpath(*package.split("/"), out) if package else self.out / out

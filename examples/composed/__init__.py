@@ -1,0 +1,1 @@
+"""Example (c): a package built from another target's archive."""

@@ -1,0 +1,1 @@
+"""Example (d): interning a real pure-Python third-party library (networkx)."""

@@ -1,0 +1,1 @@
+"""Example (a): a small nn.Module with interned code and a config resource."""

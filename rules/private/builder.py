@@ -1,0 +1,139 @@
+"""The `_builder` of `torch_package`: one export, run exactly as `python -m torchpack.build` runs it.
+
+Usage (written by the rule, not by hand)::
+
+    builder --archive OUT.pt --digest OUT.pt.sha256 --extern-modules OUT.pt.extern_modules \\
+            --build-file PKG/BUILD.bazel --workspace ROOT -- ACTION-ARGS...
+
+``ACTION-ARGS`` go to ``torchpack.build.action`` (``--definition DEF.json --output OUT.pt
+[--dep LABEL=ARCHIVE ...]``).  The export runs in a fresh interpreter (this one's
+``sys.executable``: the registered Python toolchain) started the way the CLI starts it, with
+the CLI's sanitised environment (:func:`torchpack.build.runner.hermetic_env`), umask 022 and
+the workspace as working directory, so that Bazel and the CLI write the same bytes.  After a
+successful export the archive's SHA-256 and its ``.data/extern_modules`` record are written
+next to it for the ``TorchPackageInfo`` provider.
+
+On failure the builder prints the action's one-line error (naming the BUILD file, the target
+and the key) and exits with the action's status; no traceback unless the export itself
+crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+import zipfile
+from pathlib import Path
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    if "--" not in argv:
+        raise SystemExit("builder: expected '--' before the arguments of torchpack.build.action")
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog="torch_package builder")
+    parser.add_argument("--archive", required=True, type=Path)
+    parser.add_argument("--digest", required=True, type=Path)
+    parser.add_argument("--extern-modules", required=True, type=Path)
+    parser.add_argument("--build-file", required=True)
+    parser.add_argument("--workspace", required=True, type=Path)
+    return parser.parse_args(argv[:split]), argv[split + 1 :]
+
+
+def _extern_modules(archive: Path) -> str:
+    with zipfile.ZipFile(archive) as zf:
+        for name in zf.namelist():
+            if name == ".data/extern_modules" or name.endswith("/.data/extern_modules"):
+                return zf.read(name).decode("utf-8")
+    return ""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> str:
+    """Name the Bazel BUILD file in the action's error lines.
+
+    The action names the BUILD.toml the label would live in (export errors) or the DEF.json
+    (definition errors); under Bazel the target is declared in ``build_file``.
+    """
+    package = build_file.rpartition("/")[0]
+    wrong = [f"{package}/BUILD.toml" if package else "BUILD.toml"]
+    if "--definition" in action_args[:-1]:
+        wrong.append(action_args[action_args.index("--definition") + 1])
+    for name in wrong:
+        log = log.replace(f"error: {name}:", f"error: {build_file}:")
+    return log if log.endswith("\n") or not log else log + "\n"
+
+
+def _import_runner():
+    """``torchpack.build.runner``, without running ``torchpack/__init__.py``.
+
+    The package's ``__init__`` imports torch (a second or two); this process only needs the
+    runner's command line and environment, the export runs in a fresh interpreter anyway.
+    """
+    spec = importlib.util.find_spec("torchpack")
+    if spec is not None and spec.submodule_search_locations and "torchpack" not in sys.modules:
+        package = types.ModuleType("torchpack")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules["torchpack"] = package
+    return importlib.import_module("torchpack.build.runner")
+
+
+def main(argv: list[str]) -> int:
+    options, action_args = _parse(argv)
+    try:
+        runner = _import_runner()
+    except ImportError as exc:
+        print(f"error: the torch_package builder cannot import torchpack.build ({exc})", file=sys.stderr)
+        return 2
+
+    workspace = options.workspace.resolve()
+    home = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
+    try:
+        (home / "home").mkdir()
+        # The command line and environment of torchpack.build.runner._run_action.
+        command = [
+            sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []),
+            "-c", runner._BOOTSTRAP, runner._TORCHPACK_HOME,
+            *action_args,
+            "--workspace", str(workspace),
+        ]
+        process = subprocess.run(
+            command,
+            env=runner.hermetic_env(home / "home"),
+            cwd=str(workspace),
+            umask=0o022,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+    log = process.stdout.decode("utf-8", "replace")
+    if process.returncode != 0:
+        sys.stderr.write(_point_at_build_file(log, options.build_file, action_args))
+        if not log.strip():
+            print(f"error: {options.build_file}: the export exited with status {process.returncode}", file=sys.stderr)
+        return process.returncode if process.returncode > 0 else 1
+
+    options.digest.write_text(_sha256(options.archive) + "\n", encoding="utf-8")
+    options.extern_modules.write_text(_extern_modules(options.archive), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,370 @@
+"""Implementation of the `torch_package` rule and the `TorchPackageInfo` provider.
+
+Load them from `//rules:defs.bzl`; this file is private to rules_torchpack.
+
+A `torch_package` target is the Bazel twin of a `BUILD.toml` target table: the macro
+takes the same keys with the same values (Starlark strings, lists and dicts instead
+of TOML ones), and the rule turns them into the canonical target definition
+(`DEF.json`, the JSON that `python -m torchpack.build --list --json` prints for the
+same table).  One `TorchPackage` action then runs
+`python -m torchpack.build.action --definition DEF.json ...` in the same sanitised
+environment as the `python -m torchpack.build` CLI, so both produce byte-identical
+archives.  Unlike the CLI, Bazel only lets the export see declared files: every
+workspace Python source the export imports (interned modules, the modules of the
+factories, `__init__.py` files of their packages) must be in `srcs`.
+"""
+
+TorchPackageInfo = provider(
+    doc = "A torchpack archive built by a `torch_package` target.",
+    fields = {
+        "archive": "File: the `.pt` archive (a torch.package-compatible ZIP).",
+        "definition": "File: the canonical target definition (`DEF.json`) the archive was built from.",
+        "digest": "File: the archive's SHA-256, as 64 lowercase hex digits and a newline.",
+        "extern_modules": "File: the modules the archive leaves to the loading environment " +
+                          "(its `.data/extern_modules` record), one per line.  Known only " +
+                          "once the archive is built, hence a file.",
+        "label": "Label: the `torch_package` target, i.e. the label that dependants use " +
+                 "in `from = ...` to load objects out of this archive.",
+    },
+)
+
+_ACTION_KINDS = ("deny", "mock", "extern", "intern")
+
+def _package_label(label):
+    """`//pkg:name`, the label form of `torchpack.build` (main-repository targets only)."""
+    return "//%s:%s" % (label.package, label.name)
+
+def _label_key(label):
+    return (label.package, label.name)
+
+def _absolute(ctx, text):
+    """Resolves a label written in the target (`:x`, `x`, `//dir`, `//dir:x`) like BUILD.toml does."""
+    if type(text) != "string" or not text or text.startswith("@") or text.startswith("/") and not text.startswith("//"):
+        return text  # not a label torchpack accepts: the builder reports it
+    if not text.startswith("//") and not text.startswith(":"):
+        if "/" in text or ":" in text:
+            return text
+        text = ":" + text
+    return _package_label(ctx.label.relative(text))
+
+def _strings(value):
+    """A TOML string-or-array-of-strings value as a list, or None if it is neither."""
+    if type(value) == "string":
+        return [value]
+    if type(value) == "list" and all([type(v) == "string" for v in value]):
+        return value
+    return None
+
+def _normalise_actions(value):
+    """intern/extern/mock/deny: a glob, a list of globs (one call), or one or more tables."""
+    globs = _strings(value)
+    if globs != None:
+        return [{"include": globs, "exclude": [], "allow_empty": True}] if globs else []
+    entries = [value] if type(value) == "dict" else value
+    if type(entries) != "list":
+        return value
+    actions = []
+    for entry in entries:
+        if type(entry) != "dict" or "include" not in entry:
+            return value  # malformed: passed on for the builder to report
+        action = dict(entry)
+        for key in ("include", "exclude"):
+            if key in action and _strings(action[key]) != None:
+                action[key] = _strings(action[key])
+        action.setdefault("exclude", [])
+        action.setdefault("allow_empty", True)
+        actions.append(action)
+    return actions
+
+def _normalise_loaded(ctx, value):
+    if type(value) != "dict" or "from" not in value:
+        return value
+    loaded = dict(value)
+    loaded["from"] = _absolute(ctx, loaded["from"])
+    return loaded
+
+def _normalise_pickle(ctx, value):
+    if type(value) != "dict":
+        return value
+    obj = dict(value)
+    if "from" in obj:
+        return _normalise_loaded(ctx, obj)
+    if "call" in obj:
+        obj.setdefault("args", {})
+        dep_args = obj.setdefault("dep_args", {})
+        if type(dep_args) == "dict":
+            obj["dep_args"] = {name: _normalise_loaded(ctx, loaded) for name, loaded in dep_args.items()}
+    return obj
+
+def _normalise_sources(value):
+    if type(value) != "dict":
+        return value
+    sources = {}
+    for module, entry in value.items():
+        if type(entry) == "string":
+            entry = {"source": entry}
+        elif type(entry) == "dict":
+            entry = dict(entry)
+        else:
+            sources[module] = entry
+            continue
+        entry.setdefault("package", False)
+        sources[module] = entry
+    return sources
+
+def _decode(ctx, attr_name):
+    text = getattr(ctx.attr, attr_name)
+    if not text:
+        return None
+    return json.decode(text)
+
+def _resource_files(ctx, attr_name):
+    """`text`/`binary`: record -> execroot-relative path, and the files to declare as inputs."""
+    records = {}
+    files = []
+    for target, record in getattr(ctx.attr, attr_name).items():
+        target_files = target.files.to_list()
+        if len(target_files) != 1:
+            fail("%s must name exactly one file, %s gives %d" % (attr_name, target.label, len(target_files)), attr_name)
+        files.append(target_files[0])
+        for one in record.split("\n"):
+            records[one] = target_files[0].path
+    return records, files
+
+def _definition(ctx):
+    """The canonical target definition, as `torchpack.build.schema.Target.definition` makes it."""
+    for dep in ctx.attr.deps + [ctx]:
+        if dep.label.workspace_root:
+            fail("torch_package targets and their deps must be in the main repository, not %s" % dep.label)
+    text, text_files = _resource_files(ctx, "text")
+    binary, binary_files = _resource_files(ctx, "binary")
+    definition = {
+        "label": _package_label(ctx.label),
+        "out": ctx.attr.out or ctx.label.name + ".pt",
+        "seed": ctx.attr.seed,
+        "deps": [_package_label(label) for label in sorted([dep.label for dep in ctx.attr.deps], key = _label_key)],
+        "modules": ctx.attr.modules,
+        "sources": _normalise_sources(_decode(ctx, "sources") or {}),
+        "text": text,
+        "binary": binary,
+        "pickle": {
+            record: _normalise_pickle(ctx, value)
+            for record, value in (_decode(ctx, "pickle") or {}).items()
+        },
+    }
+    for kind in _ACTION_KINDS:
+        value = _decode(ctx, kind)
+        definition[kind] = [] if value == None else _normalise_actions(value)
+    return definition, text_files + binary_files
+
+def _srcs(ctx):
+    sets = []
+    for src in ctx.attr.srcs:
+        sets.append(src[DefaultInfo].files)
+        sets.append(src[DefaultInfo].default_runfiles.files)
+        if PyInfo in src:
+            sets.append(src[PyInfo].transitive_sources)
+    return depset(transitive = sets)
+
+def _source_date_epoch(ctx):
+    value = ctx.configuration.default_shell_env.get("SOURCE_DATE_EPOCH")
+    return {"SOURCE_DATE_EPOCH": value} if value else {}
+
+def _torch_package_impl(ctx):
+    definition, resources = _definition(ctx)
+    out = definition["out"]
+    archive = ctx.actions.declare_file(out)
+    digest = ctx.actions.declare_file(out + ".sha256")
+    extern_modules = ctx.actions.declare_file(out + ".extern_modules")
+    definition_file = ctx.actions.declare_file(out + ".def.json")
+
+    # Same bytes as Target.definition_json(): sorted keys, no whitespace, UTF-8.
+    ctx.actions.write(definition_file, json.encode(definition))
+
+    dep_infos = [dep[TorchPackageInfo] for dep in ctx.attr.deps]
+    args = ctx.actions.args()
+    args.add("--archive", archive)
+    args.add("--digest", digest)
+    args.add("--extern-modules", extern_modules)
+    args.add("--build-file", ctx.build_file_path)
+    args.add("--workspace", ".")
+    args.add("--")
+    args.add("--definition", definition_file)
+    args.add("--output", archive)
+    for info in dep_infos:
+        args.add("--dep=%s=%s" % (_package_label(info.label), info.archive.path))
+
+    ctx.actions.run(
+        executable = ctx.executable._builder,
+        arguments = [args],
+        inputs = depset(
+            [definition_file] + resources + [info.archive for info in dep_infos],
+            transitive = [_srcs(ctx)],
+        ),
+        outputs = [archive, digest, extern_modules],
+        mnemonic = "TorchPackage",
+        progress_message = "Packaging %s into %s" % (ctx.label, archive.short_path),
+        # The builder sets the export's whole environment itself (PYTHONHASHSEED=0,
+        # TZ=UTC, C.UTF-8 locale, ...), exactly as the torchpack CLI does; like the CLI it
+        # takes SOURCE_DATE_EPOCH from its caller (here --action_env=SOURCE_DATE_EPOCH=...).
+        env = _source_date_epoch(ctx),
+        use_default_shell_env = False,
+    )
+
+    return [
+        DefaultInfo(
+            files = depset([archive]),
+            runfiles = ctx.runfiles(files = [archive]),
+        ),
+        TorchPackageInfo(
+            archive = archive,
+            definition = definition_file,
+            digest = digest,
+            extern_modules = extern_modules,
+            label = ctx.label,
+        ),
+        OutputGroupInfo(
+            torchpack_metadata = depset([digest, extern_modules, definition_file]),
+        ),
+    ]
+
+torch_package_rule = rule(
+    implementation = _torch_package_impl,
+    doc = """Builds one torchpack archive (`<out>`, default `<name>.pt`).
+
+Use the `torch_package` macro from `//rules:defs.bzl`: it takes every key of a
+`BUILD.toml` target with its natural Starlark value and encodes the structured
+ones (globs tables, sources, pickled objects) into the JSON-string attributes
+below.
+
+Outputs: the archive (default output), and in the `torchpack_metadata` output
+group `<out>.sha256`, `<out>.extern_modules` and `<out>.def.json`.
+""",
+    attrs = {
+        "srcs": attr.label_list(
+            allow_files = True,
+            doc = "Every workspace file the export reads: the Python sources of interned " +
+                  "and saved modules and of the factories' modules (with the `__init__.py` " +
+                  "of their packages), and data files the factories open.  `py_library` " +
+                  "targets contribute their transitive sources and runfiles.",
+        ),
+        "deps": attr.label_list(
+            providers = [TorchPackageInfo],
+            doc = "`torch_package` targets whose archives this export loads objects from " +
+                  "(BUILD.toml `deps`); pickled objects name them in `from`.",
+        ),
+        "deny": attr.string(doc = "JSON of BUILD.toml's `deny`: a glob, a list of globs, or tables " +
+                                  "`{include, exclude, allow_empty}`."),
+        "mock": attr.string(doc = "JSON of BUILD.toml's `mock` (same forms as `deny`)."),
+        "extern": attr.string(doc = "JSON of BUILD.toml's `extern` (same forms as `deny`)."),
+        "intern": attr.string(doc = "JSON of BUILD.toml's `intern` (same forms as `deny`)."),
+        "modules": attr.string_list(doc = "Modules saved with `save_module`, in this order."),
+        "sources": attr.string(doc = "JSON of BUILD.toml's `sources`: module -> source string " +
+                                     "or `{source, package}`."),
+        "text": attr.label_keyed_string_dict(
+            allow_files = True,
+            doc = "File -> record path (`pkg/name.txt`) saved with `save_text`; several records " +
+                  "for one file are separated by newlines.",
+        ),
+        "binary": attr.label_keyed_string_dict(
+            allow_files = True,
+            doc = "File -> record path saved with `save_binary` (as `text`).",
+        ),
+        "pickle": attr.string(doc = "JSON of BUILD.toml's `pickle`: record -> `{call, args, dep_args}`, " +
+                                    "`{attr}` or `{from, record}`."),
+        "seed": attr.int(default = 0, doc = "Seed of `random`, numpy and torch before the objects are built."),
+        "out": attr.string(doc = "File name of the archive; default `<name>.pt`."),
+        "_builder": attr.label(
+            default = Label("//rules/private:builder"),
+            executable = True,
+            cfg = "exec",
+            doc = "Runs torchpack.build.action in a sanitised interpreter.",
+        ),
+    },
+)
+
+def _json_or_empty(value):
+    if value == None:
+        return ""
+    return json.encode(value)
+
+def _invert(records, attr_name):
+    """{record: file} (BUILD.toml's direction) -> {file: "record\\nrecord"} for the rule."""
+    if type(records) != "dict":
+        fail("%s must be a dict of record path -> file, got %s" % (attr_name, type(records)))
+    by_file = {}
+    for record, file in records.items():
+        by_file[file] = by_file[file] + "\n" + record if file in by_file else record
+    return by_file
+
+def torch_package(
+        name,
+        srcs = [],
+        deps = [],
+        intern = None,
+        extern = None,
+        mock = None,
+        deny = None,
+        modules = [],
+        sources = None,
+        text = {},
+        binary = {},
+        pickle = None,
+        seed = 0,
+        out = None,
+        **kwargs):
+    """Declares a torchpack archive, with the keys of a BUILD.toml target.
+
+    ```
+    torch_package(
+        name = "tinynet",
+        srcs = ["//examples:__init__.py", "__init__.py", "model.py"],
+        intern = ["examples", "examples.tinynet.**"],
+        extern = "torch.**",
+        seed = 7,
+        text = {"tinynet/config.json": "config.json"},
+        pickle = {"tinynet/model.pkl": {"call": "examples.tinynet.model:build"}},
+    )
+    ```
+
+    Args:
+      name: target name; the archive is `<name>.pt` unless `out` says otherwise.
+      srcs: the workspace files the export reads (Bazel only: BUILD.toml builds
+        see the whole workspace).
+      deps: `torch_package` targets whose archives objects are loaded from.
+      intern: module globs to intern: `"glob"`, `["glob", ...]` (one call), or
+        `{"include": [...], "exclude": [...], "allow_empty": bool}` tables (a
+        list of them for several calls).
+      extern: module globs left to the loading environment (same forms).
+      mock: module globs replaced by mocks (same forms).
+      deny: module globs that must not be needed (same forms).
+      modules: modules saved with `save_module`.
+      sources: `{module: source}` or `{module: {"source": ..., "package": bool}}`,
+        saved with `save_source_string`.
+      text: `{record: file}`, files (labels, relative to this package) saved as
+        UTF-8 text records, e.g. `{"model/config.json": "config.json"}`.
+      binary: `{record: file}`, files saved as binary records.
+      pickle: `{record: object}` where object is `{"call": "module:function",
+        "args": {...}, "dep_args": {name: {"from": label, "record": path}}}`,
+        `{"attr": "module:name"}` or `{"from": label, "record": path}`.
+      seed: seed of `random`, numpy and torch before the objects are built.
+      out: file name of the archive.
+      **kwargs: common attributes (`visibility`, `tags`, `testonly`, ...).
+    """
+    torch_package_rule(
+        name = name,
+        srcs = srcs,
+        deps = deps,
+        intern = _json_or_empty(intern),
+        extern = _json_or_empty(extern),
+        mock = _json_or_empty(mock),
+        deny = _json_or_empty(deny),
+        modules = modules,
+        sources = _json_or_empty(sources),
+        text = _invert(text, "text"),
+        binary = _invert(binary, "binary"),
+        pickle = _json_or_empty(pickle),
+        seed = seed,
+        out = out,
+        **kwargs
+    )

@@ -1,0 +1,76 @@
+"""Helpers shared by the build-layer tests (tests/test_build_*.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torchpack.build import cli
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = ("tinynet", "textclf", "composed", "graphs")
+
+
+def make_workspace(path: Path, *, examples: bool = True) -> Path:
+    """A fresh workspace at ``path`` (a WORKSPACE file), with a copy of the repository's examples."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "WORKSPACE").write_text("")
+    if examples:
+        shutil.copytree(REPO / "examples", path / "examples", ignore=shutil.ignore_patterns("__pycache__"))
+    return path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def cli_env(**overrides: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: torchpack importable from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env.update(overrides)
+    return env
+
+
+def run_cli(workspace: Path, *args: str, umask: int = 0o022, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "torchpack.build", *args],
+        cwd=workspace, env=cli_env(**env), umask=umask, capture_output=True, text=True, timeout=600,
+    )
+
+
+@dataclass
+class InProcess:
+    """Result of :func:`build_in_process`: exit code, output, and the exports it started."""
+
+    code: int
+    out: str
+    err: str
+    exports: list[list[str]] = field(default_factory=list)
+
+
+def build_in_process(monkeypatch, cwd: Path, *args: str) -> InProcess:
+    """Run the CLI in this process, recording every subprocess (= export) it starts."""
+    started: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    def counting_popen(command, *a, **kw):
+        started.append(list(command))
+        return real_popen(command, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", counting_popen)
+    monkeypatch.chdir(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    monkeypatch.setattr(subprocess, "Popen", real_popen)
+    return InProcess(code, out.getvalue(), err.getvalue(), started)
