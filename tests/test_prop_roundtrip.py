@@ -151,20 +151,24 @@ def test_export_same_object_twice_gives_identical_bytes(obj, resources):
 
 
 @settings(SETTINGS, max_examples=15)
-@given(obj=nested_objects(with_points=True), resources=resource_sets(max_size=3))
-def test_reexport_roundtrip_and_reencode_is_stable(obj, resources):
+@given(
+    obj=nested_objects(with_points=True),
+    resources=resource_sets(max_size=3),
+    protocol=st.sampled_from([3, 4]),
+)
+def test_reexport_roundtrip_and_reencode_is_stable(obj, resources, protocol):
     # x -> export -> load (y1) -> re-export through the importer (b2) -> load (y2)
-    b1 = export([obj], resources)
+    b1 = export([obj], resources, protocol=protocol)
     imp1, y1, r1 = load(b1, 1, resources)
-    b2 = export(y1, r1, importer=(imp1, sys_importer))
-    assert export(y1, r1, importer=(imp1, sys_importer)) == b2
+    b2 = export(y1, r1, importer=(imp1, sys_importer), protocol=protocol)
+    assert export(y1, r1, importer=(imp1, sys_importer), protocol=protocol) == b2
 
     imp2, y2, r2 = load(b2, 1, resources)
     assert r2 == list(resources)
     assert_equivalent(obj, y2[0])
 
     # export(load(export(x))) == export(load(export(load(export(x)))))
-    b3 = export(y2, r2, importer=(imp2, sys_importer))
+    b3 = export(y2, r2, importer=(imp2, sys_importer), protocol=protocol)
     assert b3 == b2
 
 

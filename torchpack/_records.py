@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -54,6 +55,14 @@ def integrity_document(
     return (json.dumps(document, sort_keys=True, indent=1) + "\n").encode()
 
 
+@functools.lru_cache(maxsize=1)
+def _distributions_by_package() -> Mapping[str, list[str]]:
+    """Top-level import name -> distributions; scanning every installed package is slow, once."""
+    import importlib.metadata
+
+    return importlib.metadata.packages_distributions()
+
+
 def provenance(extern_modules: Iterable[str]) -> dict[str, object]:
     """Versions of the tools and of every extern top-level distribution, for the integrity record."""
     import importlib.metadata
@@ -63,7 +72,7 @@ def provenance(extern_modules: Iterable[str]) -> dict[str, object]:
     from . import __version__
 
     distributions: dict[str, str] = {}
-    packages_to_dists = importlib.metadata.packages_distributions()
+    packages_to_dists = _distributions_by_package()
     for top in sorted({name.partition(".")[0] for name in extern_modules}):
         for dist in packages_to_dists.get(top, ()):
             try:
