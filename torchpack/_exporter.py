@@ -414,7 +414,7 @@ class PackageExporter:
         for pattern, rule in self.patterns.items():
             if not rule.allow_empty and not rule.was_matched:
                 raise EmptyMatchError(
-                    f"Exporter did not match any modules to {pattern}, which was marked as allow_empty=False"
+                    f"{pattern} matched no module during this export, and it was declared with allow_empty=False"
                 )
 
     def _write_modules(self) -> None:

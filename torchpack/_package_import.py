@@ -73,7 +73,7 @@ class PackageImporter(Importer):
     def __init__(
         self,
         file_or_buffer: ArchiveSource,
-        module_allowed: Callable[[str], bool] = lambda module_name: True,
+        module_allowed: Callable[[str], bool] = lambda name: True,
         *,
         mmap: bool = True,
     ) -> None:
@@ -280,10 +280,11 @@ class PackageImporter(Importer):
             return self._gcd_import(name.partition(".")[0])
         if not name:
             return module
-        # `from .a.b import` without fromlist returns the top of the relative chain.
-        cut_off = len(name) - len(name.partition(".")[0])
-        module_name = self._mangler.demangle(module.__name__)
-        return self.modules[module_name[: len(module_name) - cut_off]]
+        # `import .a.b`-style relative imports without fromlist return the module that the
+        # first relative segment names: strip the trailing ".b" from the resolved name.
+        resolved = self._mangler.demangle(module.__name__)
+        trailing = len(name) - len(name.partition(".")[0])
+        return self.modules[resolved[: len(resolved) - trailing]]
 
     @staticmethod
     def _calc_package(globals: dict[str, Any]) -> str:
@@ -298,7 +299,7 @@ class PackageImporter(Importer):
 
     def _gcd_import(self, name: str, package: str | None = None, level: int = 0) -> Any:
         if not isinstance(name, str):
-            raise TypeError(f"module name must be str, not {type(name)}")
+            raise TypeError(f"a module name must be a str, got {type(name).__name__}")
         if level < 0:
             raise ValueError("level must be >= 0")
         if level > 0:
