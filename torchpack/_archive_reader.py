@@ -84,9 +84,6 @@ class ZipArchiveReader:
     def has_record(self, name: str) -> bool:
         return name in self._entries
 
-    def record_size(self, name: str) -> int:
-        return self._entry(name).size
-
     def read(self, name: str) -> bytes:
         """The record's bytes, with its CRC checked."""
         entry = self._entry(name)
@@ -255,9 +252,6 @@ class DirectoryArchiveReader:
 
     def has_record(self, name: str) -> bool:
         return self._path(name).is_file()
-
-    def record_size(self, name: str) -> int:
-        return self._path(name).stat().st_size
 
     def read(self, name: str) -> bytes:
         try:

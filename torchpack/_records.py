@@ -27,10 +27,6 @@ def storage_record(key: str) -> str:
     return f".data/{key}.storage"
 
 
-def is_storage_record(name: str) -> bool:
-    return name.startswith(".data/") and name.endswith(".storage")
-
-
 def module_filename(module_name: str, is_package: bool) -> str:
     path = module_name.replace(".", "/")
     return f"{path}/__init__.py" if is_package else f"{path}.py"
