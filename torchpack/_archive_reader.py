@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
 
 from . import _zip_format as fmt
-from .errors import ArchiveFormatError
+from .errors import ArchiveFormatError, RecordNotFoundError
 
 ArchiveSource = Union[str, os.PathLike, BinaryIO, bytes, bytearray, memoryview]
 
@@ -34,15 +35,18 @@ class _Entry:
     compressed_size: int
     size: int
     header_offset: int
-    data_offset: int = -1  # resolved from the local header on first use
+    data_offset: int = -1  # resolved from the local header when the directory is parsed
+
+
+# An empty, "." or ".." path segment, an absolute path (also Windows drive letters and
+# backslashes), or a NUL: names that could escape a folder when extracted, or are ambiguous.
+_UNSAFE_NAME = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|^/|^.:|[\\\0]")
 
 
 def check_record_name(name: str, archive: str) -> None:
     """Reject names that could escape a folder when extracted, or that are ambiguous."""
-    if not name or name.startswith("/") or "\\" in name or "\0" in name or (len(name) > 1 and name[1] == ":"):
-        raise ArchiveFormatError(f"{archive}: unsafe record name {name!r}")
-    parts = name.rstrip("/").split("/")
-    if any(part in ("", ".", "..") for part in parts):
+    # A trailing "/" marks a folder entry, the one place an empty last segment is allowed.
+    if not name or _UNSAFE_NAME.search(name[:-1] if name.endswith("/") else name):
         raise ArchiveFormatError(f"{archive}: unsafe record name {name!r}")
 
 
@@ -81,6 +85,11 @@ class ZipArchiveReader:
     def names(self) -> list[str]:
         return list(self._entries)
 
+    @property
+    def contents(self) -> memoryview:
+        """The whole archive (the mapping or the buffer itself, not a copy), for torch's own reader."""
+        return self._data
+
     def has_record(self, name: str) -> bool:
         return name in self._entries
 
@@ -112,9 +121,7 @@ class ZipArchiveReader:
         return raw
 
     def data_offset(self, name: str) -> int:
-        entry = self._entry(name)
-        self._raw(entry)
-        return entry.data_offset
+        return self._entry(name).data_offset
 
     # -- parsing --------------------------------------------------------------------------
 
@@ -122,7 +129,7 @@ class ZipArchiveReader:
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(f"{self.name}: no record {name!r} in the archive") from None
+            raise RecordNotFoundError(f"{self.name}: no record {name!r} in the archive") from None
 
     def _fail(self, what: str) -> ArchiveFormatError:
         return ArchiveFormatError(f"{self.name}: {what}")
@@ -187,9 +194,18 @@ class ZipArchiveReader:
                 continue  # folder entries, as some zip tools add them
             if name in self._entries:
                 raise self._fail(f"duplicate record name {name!r}")
+            if method != fmt.STORED and name.startswith(".data/") and name.endswith(".storage"):
+                # Tensors are mapped or copied straight from the file; inflating them is not
+                # part of the format, and both writers store them.
+                raise self._fail(f"tensor record {name!r} is compressed; tensor records must be stored")
             if offset + fmt.LOCAL_HEADER.size + csize > dir_offset:
                 raise self._fail(f"record {name!r} claims data beyond the central directory (sizes lie)")
-            self._entries[name] = _Entry(name, method, flags, crc, csize, size, offset)
+            entry = _Entry(name, method, flags, crc, csize, size, offset)
+            self._check_local_header(entry)
+            self._entries[name] = entry
+        if position != dir_offset + dir_size:
+            # Entries the count leaves out would be invisible here but not to other tools.
+            raise self._fail("central directory size does not match its entry count")
         if top_folder is None:
             raise self._fail("the archive holds no records")
         self.top_folder = top_folder
@@ -214,22 +230,43 @@ class ZipArchiveReader:
             return size, csize, offset
         raise self._fail(f"record {name!r} needs a ZIP64 extra field but has none")
 
+    def _check_local_header(self, entry: _Entry) -> None:
+        """Match a record's local header against its central entry and find where its data starts.
+
+        Every reader of a ZIP trusts one of the two copies; a record whose copies disagree
+        would read differently in another tool, so it is refused.
+        """
+        data = self._data
+        if entry.header_offset + fmt.LOCAL_HEADER.size > len(data):
+            raise self._fail(f"record {entry.name!r}: local header lies outside the file (truncated?)")
+        fields = fmt.LOCAL_HEADER.unpack_from(data, entry.header_offset)
+        if fields[0] != fmt.LOCAL_HEADER_SIGNATURE:
+            raise self._fail(f"record {entry.name!r}: local header missing at offset {entry.header_offset}")
+        flags, method, crc, csize, size, name_len, extra_len = (
+            fields[2], fields[3], fields[6], fields[7], fields[8], fields[9], fields[10]
+        )
+        start = entry.header_offset + fmt.LOCAL_HEADER.size
+        local_name = bytes(data[start : start + name_len]).decode("utf-8", "replace")
+        if local_name.partition("/")[2] != entry.name:
+            raise self._fail(f"record {entry.name!r}: local header names {local_name!r} instead")
+        if method != entry.method:
+            raise self._fail(f"record {entry.name!r}: local and central headers disagree on compression")
+        # With a data descriptor (flag bit 3) the local sizes and CRC are zero by design; a
+        # ZIP64 record keeps its sizes in an extra field.
+        if not flags & 0x8 and crc != entry.crc32:
+            raise self._fail(f"record {entry.name!r}: local and central headers disagree on the CRC-32")
+        if not flags & 0x8 and fmt.ZIP32_LIMIT not in (csize, size) and (csize, size) != (
+            entry.compressed_size,
+            entry.size,
+        ):
+            raise self._fail(f"record {entry.name!r}: local and central headers disagree on its size")
+        entry.data_offset = start + name_len + extra_len
+        if entry.data_offset + entry.compressed_size > len(data):
+            raise self._fail(f"record {entry.name!r} extends past the end of the file (truncated)")
+        if entry.method == fmt.STORED and entry.size != entry.compressed_size:
+            raise self._fail(f"stored record {entry.name!r} has two different sizes")
+
     def _raw(self, entry: _Entry) -> memoryview:
-        if entry.data_offset < 0:
-            data = self._data
-            fields = fmt.LOCAL_HEADER.unpack_from(data, entry.header_offset)
-            if fields[0] != fmt.LOCAL_HEADER_SIGNATURE:
-                raise self._fail(f"record {entry.name!r}: local header missing at offset {entry.header_offset}")
-            name_len, extra_len = fields[9], fields[10]
-            start = entry.header_offset + fmt.LOCAL_HEADER.size
-            local_name = bytes(data[start : start + name_len]).decode("utf-8", "replace")
-            if local_name.partition("/")[2] != entry.name:
-                raise self._fail(f"record {entry.name!r}: local header names {local_name!r} instead")
-            entry.data_offset = start + name_len + extra_len
-            if entry.data_offset + entry.compressed_size > len(data):
-                raise self._fail(f"record {entry.name!r} extends past the end of the file (truncated)")
-            if entry.method == fmt.STORED and entry.size != entry.compressed_size:
-                raise self._fail(f"stored record {entry.name!r} has two different sizes")
         return self._data[entry.data_offset : entry.data_offset + entry.compressed_size]
 
 
@@ -257,7 +294,7 @@ class DirectoryArchiveReader:
         try:
             return self._path(name).read_bytes()
         except FileNotFoundError:
-            raise KeyError(f"{self.name}: no record {name!r} in the archive") from None
+            raise RecordNotFoundError(f"{self.name}: no record {name!r} in the archive") from None
 
     def view(self, name: str, *, check_crc: bool = True) -> memoryview:
         return memoryview(self.read(name))

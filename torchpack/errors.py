@@ -21,6 +21,14 @@ class ArchiveFormatError(TorchpackError, ValueError):
     """The archive is not a valid torch.package ZIP (truncated, malformed, unsafe names...)."""
 
 
+class RecordNotFoundError(TorchpackError, KeyError):
+    """The archive has no record of the requested name (a KeyError, as for a mapping)."""
+
+    def __str__(self) -> str:
+        # KeyError would show the message in quotes, as if it were the missing key itself.
+        return str(self.args[0]) if self.args else ""
+
+
 class IntegrityError(ArchiveFormatError):
     """A record's bytes do not match the digest or size the archive recorded for it."""
 
@@ -31,6 +39,10 @@ class RestrictedLoadError(TorchpackError, RuntimeError):
 
 class ExternVersionError(TorchpackError, RuntimeError):
     """An extern distribution's installed version differs from the recorded one (strict mode)."""
+
+
+class ExternVersionWarning(UserWarning):
+    """An extern distribution's installed version differs from the one recorded at export."""
 
 
 class EmptyMatchError(TorchpackError):

@@ -1,0 +1,121 @@
+"""The integrity record (.data/torchpack/integrity.json): what it lists, that it is
+deterministic, that torch.package ignores it, and the extern-version check built on it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import io
+import json
+import platform
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from archive_surgery import INTEGRITY, rebuild, valid_archive
+from helpers_core import records
+from torchpack import ExternVersionError, ExternVersionWarning, PackageExporter, PackageImporter, __version__
+from torchpack._archive_reader import open_archive
+from torchpack._integrity import extern_version_mismatches, read_integrity, verify_records
+
+
+def test_lists_every_other_record_with_size_and_sha256() -> None:
+    contents = records(valid_archive())
+    document = json.loads(contents[INTEGRITY])
+    assert set(document["records"]) == set(contents) - {INTEGRITY}
+    for name, entry in document["records"].items():
+        assert entry == {"sha256": hashlib.sha256(contents[name]).hexdigest(), "size": len(contents[name])}
+    assert document["schema"] == 1 and document["digest"] == "sha256"
+
+
+def test_provenance_names_tool_versions_and_extern_distributions(tmp_path: Path) -> None:
+    path = tmp_path / "graph.pt"
+    with PackageExporter(path) as exporter:
+        exporter.extern("networkx.**")
+        exporter.save_source_string("uses_nx", "import networkx\n")
+    provenance = read_integrity(open_archive(path)).provenance
+    assert provenance["torchpack"] == __version__
+    assert provenance["torch"] == torch.__version__
+    assert provenance["python"] == platform.python_version()
+    assert provenance["extern_distributions"] == {"networkx": importlib.metadata.version("networkx")}
+
+
+def test_record_is_deterministic_and_free_of_paths_and_times(tmp_path: Path) -> None:
+    first = records(valid_archive())[INTEGRITY]
+    assert records(valid_archive())[INTEGRITY] == first
+    text = first.decode()
+    assert str(tmp_path) not in text and "/tmp" not in text and str(Path.home()) not in text
+    assert json.dumps(json.loads(text), sort_keys=True, indent=1) + "\n" == text
+
+
+def test_torch_package_loads_an_archive_with_an_integrity_record(tmp_path: Path) -> None:
+    from torch.package import PackageImporter as TorchImporter
+
+    path = tmp_path / "valid.pt"
+    path.write_bytes(valid_archive())
+    loaded = TorchImporter(str(path)).load_pickle("data", "tensors.pkl")
+    assert torch.equal(loaded["a"], torch.arange(12, dtype=torch.float32))
+
+
+def test_verify_records_is_clean_on_a_valid_archive_and_checks_the_serialization_id() -> None:
+    data = valid_archive()
+    assert verify_records(open_archive(data)) == []
+    forged = rebuild(data, replace={".data/serialization_id": b"1" * 40}, refresh_integrity=True)
+    problems = verify_records(open_archive(forged))
+    assert [problem.record for problem in problems] == [".data/serialization_id"]
+
+
+def _with_recorded_versions(data: bytes, versions: dict[str, str]) -> bytes:
+    document = json.loads(records(data)[INTEGRITY])
+    document["provenance"]["extern_distributions"] = versions
+    edited = (json.dumps(document, sort_keys=True, indent=1) + "\n").encode()
+    return rebuild(data, replace={INTEGRITY: edited}, refresh_integrity=False)
+
+
+def test_extern_version_change_warns_with_both_versions_and_errors_when_strict(tmp_path: Path) -> None:
+    installed = importlib.metadata.version("networkx")
+    path = tmp_path / "graph.pt"
+    with PackageExporter(path) as exporter:
+        exporter.extern("networkx.**")
+        exporter.save_source_string("uses_nx", "import networkx\nNAME = networkx.__name__\n")
+    older = tmp_path / "older.pt"
+    older.write_bytes(_with_recorded_versions(path.read_bytes(), {"networkx": "1.0.fake"}))
+
+    with pytest.warns(ExternVersionWarning) as caught:
+        importer = PackageImporter(older)
+    message = str(caught[0].message)
+    assert "networkx" in message and "1.0.fake" in message and installed in message and str(older) in message
+    assert importer.import_module("uses_nx").NAME == "networkx"  # a warning, not a refusal
+
+    with pytest.raises(ExternVersionError, match=r"'networkx' was 1\.0\.fake at export but is .* here"):
+        PackageImporter(older, strict_versions=True)
+
+
+def test_extern_distribution_missing_here_is_reported(tmp_path: Path) -> None:
+    data = _with_recorded_versions(valid_archive(), {"torchpack-test-no-such-dist": "2.0"})
+    mismatches = extern_version_mismatches(read_integrity(open_archive(data)))
+    assert [(m.distribution, m.recorded, m.installed) for m in mismatches] == [("torchpack-test-no-such-dist", "2.0", None)]
+    with pytest.raises(ExternVersionError, match="is not installed"):
+        PackageImporter(data, strict_versions=True)
+
+
+def test_matching_versions_load_silently(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    path = tmp_path / "graph.pt"
+    with PackageExporter(path) as exporter:
+        exporter.extern("networkx.**")
+        exporter.save_source_string("uses_nx", "import networkx\n")
+    PackageImporter(path, strict_versions=True)
+    assert not [w for w in recwarn if issubclass(w.category, ExternVersionWarning)]
+
+
+def test_archives_written_by_zipfile_roundtrip_keep_their_integrity() -> None:
+    # Re-zipping with another tool keeps every record's bytes, so the digests still hold.
+    data = valid_archive()
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info))
+    assert verify_records(open_archive(out.getvalue())) == []
+    assert PackageImporter(out.getvalue()).load_text("zoo", "readme.txt") == "hello"

@@ -1,0 +1,253 @@
+"""The integrity record: reading it, checking records against it, comparing provenance.
+
+A torchpack archive lists every other record's size and SHA-256 in
+``.data/torchpack/integrity.json`` (see :func:`torchpack._records.integrity_document`).
+The ZIP's own CRC-32 catches accidents; the digest also catches a record that was changed
+on purpose and had its CRC fixed up. torch.package archives have no such record: they are
+read with CRC checks alone.
+
+:class:`CheckedReader` is the policy layer over an archive reader: the reader parses the
+ZIP, the checked reader refuses any record whose bytes do not match their digest the moment
+they are read - tensor records too, when a pickle first uses them. Hashing a memory-mapped
+tensor reads all of its pages, which mapping otherwise defers until the tensor is used;
+``PackageImporter(integrity="trust-mapped")`` skips that for archives already checked by
+:func:`verify_records` (``torchpack verify``), e.g. in CI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from . import _records as records
+from ._archive_reader import ArchiveReader
+from .errors import ArchiveFormatError, IntegrityError
+
+#: The one record the integrity record cannot list: itself.
+UNLISTED_RECORDS = frozenset({records.INTEGRITY})
+
+
+class RecordDigest(NamedTuple):
+    # A tuple rather than a dataclass: archives of many small tensors list tens of thousands.
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class IntegrityRecord:
+    """The parsed integrity record of one archive."""
+
+    #: Record name (relative to the top folder) -> its expected size and digest.
+    records: Mapping[str, RecordDigest]
+    #: torchpack/torch/python versions and ``extern_distributions`` (name -> version).
+    provenance: Mapping[str, Any]
+
+    @property
+    def extern_distributions(self) -> Mapping[str, str]:
+        distributions = self.provenance.get("extern_distributions", {})
+        return distributions if isinstance(distributions, dict) else {}
+
+
+@dataclass(frozen=True)
+class IntegrityProblem:
+    """One record that failed a check, and what was wrong with it."""
+
+    record: str
+    message: str
+
+
+@dataclass(frozen=True)
+class VersionMismatch:
+    """An extern distribution installed here at another version than the one recorded."""
+
+    distribution: str
+    recorded: str
+    installed: str | None  # None: not installed at all
+
+    def describe(self) -> str:
+        here = "is not installed" if self.installed is None else f"is {self.installed} here"
+        return f"extern distribution {self.distribution!r} was {self.recorded} at export but {here}"
+
+
+def parse_integrity(data: bytes, archive: str) -> IntegrityRecord:
+    """Parse the integrity record's bytes; anything unexpected is an :class:`ArchiveFormatError`."""
+    where = f"{archive}: {records.INTEGRITY}"
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ArchiveFormatError(f"{where} is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("schema") != records.INTEGRITY_SCHEMA:
+        schema = document.get("schema") if isinstance(document, dict) else None
+        raise ArchiveFormatError(f"{where}: unsupported integrity schema {schema!r}")
+    if document.get("digest") != "sha256":
+        raise ArchiveFormatError(f"{where}: unsupported digest {document.get('digest')!r}")
+    listed = document.get("records")
+    provenance = document.get("provenance", {})
+    if not isinstance(listed, dict) or not isinstance(provenance, dict):
+        raise ArchiveFormatError(f"{where}: 'records' and 'provenance' must be objects")
+    digests: dict[str, RecordDigest] = {}
+    for name, entry in listed.items():
+        try:
+            size, sha256 = entry["size"], entry["sha256"]
+        except (TypeError, KeyError):
+            raise ArchiveFormatError(f"{where}: entry for {name!r} needs 'size' and 'sha256'") from None
+        if not isinstance(size, int) or size < 0 or not isinstance(sha256, str) or len(sha256) != 64:
+            raise ArchiveFormatError(f"{where}: malformed entry for {name!r}")
+        digests[name] = RecordDigest(size, sha256)
+    return IntegrityRecord(digests, provenance)
+
+
+def read_integrity(reader: ArchiveReader) -> IntegrityRecord | None:
+    """The archive's integrity record, or ``None`` for archives without one (torch.package's)."""
+    if not reader.has_record(records.INTEGRITY):
+        return None
+    return parse_integrity(reader.read(records.INTEGRITY), reader.name)
+
+
+def listing_problems(reader: ArchiveReader, integrity: IntegrityRecord) -> list[IntegrityProblem]:
+    """Records added to or removed from the archive since the integrity record was written."""
+    present = set(reader.names()) - UNLISTED_RECORDS
+    listed = set(integrity.records)
+    problems = [
+        IntegrityProblem(name, "is not listed in the integrity record (added after export?)")
+        for name in sorted(present - listed)
+    ]
+    problems += [
+        IntegrityProblem(name, "is listed in the integrity record but missing from the archive")
+        for name in sorted(listed - present)
+    ]
+    return problems
+
+
+def digest_problem(name: str, data: Any, expected: RecordDigest) -> IntegrityProblem | None:
+    """Compare one record's bytes with its expected size and digest."""
+    if len(data) != expected.size:
+        return IntegrityProblem(name, f"is {len(data)} bytes; the integrity record says {expected.size}")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected.sha256:
+        return IntegrityProblem(
+            name, f"does not match its integrity digest (sha256 {actual[:16]}..., recorded {expected.sha256[:16]}...)"
+        )
+    return None
+
+
+def verify_records(reader: ArchiveReader) -> list[IntegrityProblem]:
+    """Check every record: CRC-32 always, and size, SHA-256 and listing when there is an integrity record.
+
+    Unlike loading, this reads every byte of every record, mapped tensors included.
+    """
+    problems: list[IntegrityProblem] = []
+    try:
+        integrity = read_integrity(reader)
+    except ArchiveFormatError as error:
+        return [IntegrityProblem(records.INTEGRITY, str(error))]
+    if integrity is not None:
+        problems += listing_problems(reader, integrity)
+    for name in reader.names():
+        try:
+            data = reader.read(name)  # checks the CRC-32 and the stored size
+        except ArchiveFormatError as error:
+            problems.append(IntegrityProblem(name, str(error)))
+            continue
+        expected = integrity.records.get(name) if integrity is not None else None
+        if expected is not None:
+            problem = digest_problem(name, data, expected)
+            if problem is not None:
+                problems.append(problem)
+    if integrity is not None and records.SERIALIZATION_ID in integrity.records:
+        # torchpack derives the id from every record written before it: a consistency check
+        # of the integrity record itself, whose own bytes no digest covers.
+        derived = records.serialization_id(
+            {name: digest.sha256 for name, digest in integrity.records.items() if name != records.SERIALIZATION_ID}
+        )
+        if reader.read(records.SERIALIZATION_ID).decode("ascii", "replace").strip() != derived:
+            problems.append(IntegrityProblem(records.SERIALIZATION_ID, "does not match the records it was derived from"))
+    return problems
+
+
+def extern_version_mismatches(integrity: IntegrityRecord) -> list[VersionMismatch]:
+    """Extern distributions whose installed version differs from the recorded one."""
+    mismatches = []
+    for distribution, recorded in sorted(integrity.extern_distributions.items()):
+        try:
+            installed: str | None = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != recorded:
+            mismatches.append(VersionMismatch(distribution, str(recorded), installed))
+    return mismatches
+
+
+class CheckedReader:
+    """An archive reader whose records are checked against the integrity record when read.
+
+    Each record is hashed once, on first use; later reads of a checked record are served
+    without hashing again (the mapping is private to this process, so it cannot change).
+    """
+
+    def __init__(self, reader: ArchiveReader, integrity: IntegrityRecord) -> None:
+        self._reader = reader
+        self._integrity = integrity
+        self._checked: set[str] = set()
+        self.name = reader.name
+        self.mapped = reader.mapped
+        self.top_folder = reader.top_folder
+        problems = listing_problems(reader, integrity)
+        if problems:
+            raise self._error(problems[0])
+
+    @property
+    def inner(self) -> ArchiveReader:
+        """The reader underneath (torch's TorchScript loader needs the archive's own bytes)."""
+        return self._reader
+
+    def _error(self, problem: IntegrityProblem) -> IntegrityError:
+        return IntegrityError(f"{self.name}: record {problem.record!r} {problem.message}")
+
+    def _check(self, name: str, data: Any) -> None:
+        expected = self._integrity.records.get(name)
+        if expected is None or name in self._checked:
+            return
+        problem = digest_problem(name, data, expected)
+        if problem is not None:
+            raise self._error(problem)
+        self._checked.add(name)
+
+    def verify_all(self) -> None:
+        """Hash every record now (mapped tensors included); raise on the first mismatch."""
+        for name in self._reader.names():
+            if name not in self._integrity.records:
+                continue
+            try:
+                data: Any = self._reader.view(name, check_crc=False)
+            except ArchiveFormatError:
+                data = self._reader.read(name)  # compressed: no view; read() inflates and checks
+            self._check(name, data)
+
+    def names(self) -> list[str]:
+        return self._reader.names()
+
+    def has_record(self, name: str) -> bool:
+        return self._reader.has_record(name)
+
+    def read(self, name: str) -> bytes:
+        data = self._reader.read(name)
+        self._check(name, data)
+        return data
+
+    def view(self, name: str, *, check_crc: bool = True) -> memoryview:
+        """A zero-copy view; ``check_crc`` checks the digest instead where the record has one."""
+        if name not in self._integrity.records:
+            return self._reader.view(name, check_crc=check_crc)
+        # The digest is the stronger check; computing the CRC as well would read the bytes twice.
+        data = self._reader.view(name, check_crc=False)
+        if check_crc:
+            self._check(name, data)
+        return data
+
+    def data_offset(self, name: str) -> int:
+        return self._reader.data_offset(name)
