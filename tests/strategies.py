@@ -570,3 +570,43 @@ def _check_storage_sharing(pairs):
                     f"tensors #{i} and #{j}: shared storage before={ai == aj} "
                     f"after={bi == bj}"
                 )
+
+
+# ---------------------------------------------------------------------------------------
+# Damage to valid archives (the reader's fuzz properties)
+# ---------------------------------------------------------------------------------------
+
+# Fields of a central-directory entry as (offset in the entry, struct format): flags, method,
+# time, date, CRC-32, sizes, name/extra/comment lengths, disk, attributes, header offset.
+CENTRAL_ENTRY_FIELDS = (
+    (8, "<H"), (10, "<H"), (12, "<H"), (14, "<H"), (16, "<I"), (20, "<I"), (24, "<I"),
+    (28, "<H"), (30, "<H"), (32, "<H"), (34, "<H"), (36, "<H"), (38, "<I"), (42, "<I"),
+)
+
+
+@st.composite
+def byte_flips(draw, size: int):
+    """("flip", positions and XOR masks): one to three bytes changed anywhere in the file."""
+    count = draw(st.integers(1, 3))
+    return ("flip", [(draw(st.integers(0, size - 1)), draw(st.integers(1, 255))) for _ in range(count)])
+
+
+@st.composite
+def truncations(draw, size: int):
+    """("truncate", new length): the file cut short, as by an interrupted download."""
+    return ("truncate", draw(st.integers(0, size - 1)))
+
+
+@st.composite
+def record_table_edits(draw, entry_count: int):
+    """("table", entry index, field offset, struct format, new value): one field of one
+    central-directory entry overwritten - sizes, CRCs, offsets, lengths, flags, method."""
+    offset, fmt = draw(st.sampled_from(CENTRAL_ENTRY_FIELDS))
+    limit = 0xFFFF if fmt == "<H" else 0xFFFFFFFF
+    value = draw(st.one_of(st.integers(0, 64), st.integers(0, limit), st.sampled_from([0, limit, limit - 1])))
+    return ("table", draw(st.integers(0, entry_count - 1)), offset, fmt, value)
+
+
+def archive_damage(size: int, entry_count: int):
+    """Any one of the damages above, for an archive of ``size`` bytes and ``entry_count`` records."""
+    return st.one_of(byte_flips(size), truncations(size), record_table_edits(entry_count))
