@@ -239,3 +239,20 @@ def test_torch_package_archive_with_a_flipped_storage_byte_fails_its_crc(tmp_pat
     for source in (path, path.read_bytes()):
         with pytest.raises(ArchiveFormatError, match=r"'\.data/0\.storage' fails its CRC-32 check"):
             PackageImporter(source).load_pickle("data", "t.pkl")
+
+
+def test_tampered_storage_of_a_script_module_is_caught_before_torch_reads_it() -> None:
+    import torch
+
+    from torchpack import PackageExporter
+
+    script = torch.jit.script(torch.nn.Linear(4, 2))
+    out = io.BytesIO()
+    with PackageExporter(out) as exporter:
+        exporter.save_pickle("model", "script.pkl", script)
+    data = out.getvalue()
+    storages = sorted(name for name in zipfile.ZipFile(io.BytesIO(data)).namelist() if name.endswith(".storage"))
+    assert storages, "the script module's parameters are tensor records"
+    tampered = flip_byte(data, storages[0].partition("/")[2], 3)
+    with pytest.raises(IntegrityError, match=r"\.storage' does not match its integrity digest"):
+        PackageImporter(tampered).load_pickle("model", "script.pkl")

@@ -15,12 +15,32 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Literal, Union
 
 from . import _zip_format as fmt
 from .errors import ArchiveFormatError, RecordNotFoundError
 
 ArchiveSource = Union[str, os.PathLike, BinaryIO, bytes, bytearray, memoryview]
+#: How a file archive is mapped; see :func:`mmap_access`.
+MmapMode = Union[bool, Literal["copy-on-write", "read-only"]]
+
+
+def mmap_access(mode: MmapMode) -> int | None:
+    """The mmap access for a mapping mode; ``None`` means read the file into memory instead.
+
+    ``True`` / ``"copy-on-write"``: tensors built on the mapping are writable, and writes
+    stay private to the process (the pages written are copied) - the file never changes.
+    ``"read-only"``: the pages can only be read; a write through a tensor built on them is a
+    segmentation fault that ends the process. Such a mapping is never charged against the
+    memory commit limit, which matters on hosts that do not overcommit.
+    """
+    if mode is True or mode == "copy-on-write":
+        return mmap.ACCESS_COPY
+    if mode == "read-only":
+        return mmap.ACCESS_READ
+    if mode is False:
+        return None
+    raise ValueError(f"mmap must be True, False, 'copy-on-write' or 'read-only', not {mode!r}")
 
 # The end record is 22 bytes plus a comment of up to 65535 bytes.
 _MAX_END_SEARCH = fmt.END_OF_CENTRAL_DIR.size + 0xFFFF
@@ -53,18 +73,17 @@ def check_record_name(name: str, archive: str) -> None:
 class ZipArchiveReader:
     """Reads records from a torch.package / torchpack ZIP."""
 
-    def __init__(self, source: ArchiveSource, *, use_mmap: bool = True) -> None:
+    def __init__(self, source: ArchiveSource, *, use_mmap: MmapMode = True) -> None:
         self.mapped = False
+        access = mmap_access(use_mmap)
         if isinstance(source, (str, os.PathLike)):
             self.name = os.fspath(source)
             with open(self.name, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 if size == 0:
                     raise ArchiveFormatError(f"{self.name}: empty file, not a ZIP archive")
-                if use_mmap:
-                    # Copy-on-write: tensors built on this mapping are writable, and writes to
-                    # them stay private to this process - the archive file never changes.
-                    self._data = memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY))
+                if access is not None:
+                    self._data = memoryview(mmap.mmap(handle.fileno(), 0, access=access))
                     self.mapped = True
                 else:
                     self._data = memoryview(handle.read())
@@ -201,7 +220,8 @@ class ZipArchiveReader:
             if offset + fmt.LOCAL_HEADER.size + csize > dir_offset:
                 raise self._fail(f"record {name!r} claims data beyond the central directory (sizes lie)")
             entry = _Entry(name, method, flags, crc, csize, size, offset)
-            self._check_local_header(entry)
+            # version needed, flags, method, time, date and the full name, as the local header repeats them
+            self._check_local_header(entry, (fields[2], flags, method, fields[5], fields[6]), raw_name)
             self._entries[name] = entry
         if position != dir_offset + dir_size:
             # Entries the count leaves out would be invisible here but not to other tools.
@@ -230,11 +250,12 @@ class ZipArchiveReader:
             return size, csize, offset
         raise self._fail(f"record {name!r} needs a ZIP64 extra field but has none")
 
-    def _check_local_header(self, entry: _Entry) -> None:
+    def _check_local_header(self, entry: _Entry, central_fields: tuple[int, ...], raw_name: bytes) -> None:
         """Match a record's local header against its central entry and find where its data starts.
 
         Every reader of a ZIP trusts one of the two copies; a record whose copies disagree
-        would read differently in another tool, so it is refused.
+        would read differently in another tool, so it is refused - down to the timestamp, so
+        that ``verify`` notices any changed byte of a header, not only of the data.
         """
         data = self._data
         if entry.header_offset + fmt.LOCAL_HEADER.size > len(data):
@@ -246,11 +267,16 @@ class ZipArchiveReader:
             fields[2], fields[3], fields[6], fields[7], fields[8], fields[9], fields[10]
         )
         start = entry.header_offset + fmt.LOCAL_HEADER.size
-        local_name = bytes(data[start : start + name_len]).decode("utf-8", "replace")
-        if local_name.partition("/")[2] != entry.name:
-            raise self._fail(f"record {entry.name!r}: local header names {local_name!r} instead")
+        local_name = bytes(data[start : start + name_len])
+        if local_name != raw_name:
+            shown = local_name.decode("utf-8", "replace")
+            raise self._fail(f"record {entry.name!r}: local header names {shown!r} instead")
         if method != entry.method:
             raise self._fail(f"record {entry.name!r}: local and central headers disagree on compression")
+        if fields[1:6] != central_fields:
+            raise self._fail(
+                f"record {entry.name!r}: local and central headers disagree (version, flags or timestamp)"
+            )
         # With a data descriptor (flag bit 3) the local sizes and CRC are zero by design; a
         # ZIP64 record keeps its sizes in an extra field.
         if not flags & 0x8 and crc != entry.crc32:
@@ -303,7 +329,7 @@ class DirectoryArchiveReader:
 ArchiveReader = Union[ZipArchiveReader, DirectoryArchiveReader]
 
 
-def open_archive(source: ArchiveSource, *, use_mmap: bool = True) -> ArchiveReader:
+def open_archive(source: ArchiveSource, *, use_mmap: MmapMode = True) -> ArchiveReader:
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         return DirectoryArchiveReader(source)
     if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):

@@ -1,7 +1,8 @@
 """The archive writer: a deterministic ZIP with aligned, uncompressed tensor records.
 
 Lifecycle: tensor storages are *streamed* - written the moment the pickler meets them,
-straight from tensor memory, so the model is never copied; every other record is *staged*
+straight from tensor memory, so the model is never copied (large ones are hashed by helper
+threads meanwhile, so hashing overlaps writing); every other record is *staged*
 (held until the end). ``close()`` writes the staged records sorted by name, then the central
 directory, sorted by name too, and - for a file target - renames the temporary file onto the
 requested path. ``abort()`` removes the temporary file, so a failed export leaves nothing.
@@ -13,11 +14,12 @@ what was saved, not on the order of ``save_text``/``save_binary``/``save_module`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
-import threading
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Union
 
@@ -26,8 +28,12 @@ from .errors import TorchpackError
 
 Buffer = Union[bytes, bytearray, memoryview]
 
-# Below this size a helper thread costs more than hashing inline.
+# Below this size handing the SHA-256 to a helper thread costs more than hashing inline.
 _PARALLEL_HASH_THRESHOLD = 1 << 20
+
+
+def _sha256(data: Buffer) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -38,20 +44,7 @@ class WrittenRecord:
     offset: int  # of the local header
     size: int
     crc32: int
-    sha256: str
-
-
-def _digest(data: Buffer) -> tuple[int, str]:
-    """CRC-32 and SHA-256 of ``data``; large buffers are hashed on two cores at once."""
-    if len(data) < _PARALLEL_HASH_THRESHOLD:
-        return zlib.crc32(data), hashlib.sha256(data).hexdigest()
-    sha = hashlib.sha256()
-    # hashlib and zlib both release the GIL on large buffers, so the two really overlap.
-    worker = threading.Thread(target=sha.update, args=(data,))
-    worker.start()
-    crc = zlib.crc32(data)
-    worker.join()
-    return crc, sha.hexdigest()
+    sha256: str  # "" while a helper thread still hashes the record; see flush_staged()
 
 
 class ArchiveWriter:
@@ -70,6 +63,10 @@ class ArchiveWriter:
         self._position = 0
         self._records: dict[str, WrittenRecord] = {}
         self._staged: dict[str, bytes] = {}
+        # SHA-256 of large records is computed by helper threads while the next records are
+        # written (hashlib releases the GIL), and filled into _records by _collect_digests.
+        self._hashers: ThreadPoolExecutor | None = None
+        self._pending_digests: dict[str, Future[str]] = {}
         self._date, self._time = fmt.dos_timestamp()
         self._closed = False
 
@@ -83,7 +80,16 @@ class ArchiveWriter:
         for name in sorted(self._staged):
             data = self._staged.pop(name)
             self.write_record(name, data)
+        self._collect_digests()
         return self._records
+
+    def _collect_digests(self) -> None:
+        for name, digest in self._pending_digests.items():
+            self._records[name] = dataclasses.replace(self._records[name], sha256=digest.result())
+        self._pending_digests.clear()
+        if self._hashers is not None:
+            self._hashers.shutdown()
+            self._hashers = None
 
     def stage_record(self, name: str, data: bytes) -> None:
         """Add a record to be written, in name order, when the archive is closed."""
@@ -96,12 +102,23 @@ class ArchiveWriter:
         if name in self._records or name in self._staged:
             raise TorchpackError(f"record {name!r} was written twice to the archive")
 
-    def write_record(self, name: str, data: Buffer, *, align: bool = False) -> WrittenRecord:
-        """Append one stored record now. ``align`` puts its first data byte on a 64-byte boundary."""
+    def write_record(self, name: str, data: Buffer, *, align: bool = False) -> None:
+        """Append one stored record now. ``align`` puts its first data byte on a 64-byte boundary.
+
+        ``data`` must stay alive and unchanged until :meth:`flush_staged`, :meth:`close` or
+        :meth:`abort` returns: a large record is still being hashed after this call.
+        """
         self._check_new(name)
         data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         size = len(data)
-        crc, sha = _digest(data)
+        sha = ""
+        if size < _PARALLEL_HASH_THRESHOLD:
+            sha = _sha256(data)
+        else:
+            if self._hashers is None:
+                self._hashers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="torchpack-hash")
+            self._pending_digests[name] = self._hashers.submit(_sha256, data)
+        crc = zlib.crc32(data)
         full_name = f"{fmt.TOP_FOLDER}/{name}".encode("utf-8")
         zip64 = size >= fmt.ZIP32_LIMIT
         extra = b""
@@ -131,7 +148,6 @@ class ArchiveWriter:
         self._stream.write(data)
         self._position += len(header) + len(full_name) + len(extra) + size
         self._records[name] = record
-        return record
 
     def close(self) -> None:
         """Write the central directory and, for files, move the archive into place."""
@@ -151,6 +167,8 @@ class ArchiveWriter:
     def abort(self) -> None:
         """Forget everything written; a file target is left untouched (its temp file removed)."""
         self._closed = True
+        # Helper threads may still read tensor memory that the caller frees once we return.
+        self._collect_digests()
         if self._temp_path is not None:
             self._stream.close()
             try:

@@ -9,6 +9,7 @@ source), :mod:`._pickling` (objects to bytes plus the globals they use), :mod:`.
 from __future__ import annotations
 
 import collections.abc
+import itertools
 import os
 import pathlib
 import platform
@@ -26,7 +27,8 @@ from ._pickling import pickle_object
 from ._resolution import DependencyGraph, ModuleAction, ModuleNode, clear_spec_memo, locate_module, module_exists
 from ._source_scan import shared_scan_cache
 from ._stdlib import is_stdlib_module
-from ._storage import describe_storage, is_storage, storage_bytes, storage_location
+from ._storage import PLAIN_TYPES, describe_storage, is_storage, storage_bytes, storage_location
+from ._torchscript import TorchScriptWriter, script_module_storages
 from .errors import BrokenModule, BrokenReason, EmptyMatchError, PackagingError, TorchpackError
 from .importer import Importer, OrderedImporter, sys_importer
 
@@ -76,10 +78,15 @@ class PackageExporter:
         self._intern_hooks: dict[int, ActionHook] = {}
         self._unique_ids = 0
         self._read_files: set[str] = set()
-        # Storages already written, keyed by their C++ identity; the storage object is kept
-        # alive so the identity cannot be reused by another storage during the export.
-        self._storage_keys: dict[int, tuple[int, Any]] = {}
-        self._reduced: dict[int, tuple[Any, ...]] = {}
+        # torch's TorchScript serializer; its storage context numbers *every* storage (eager
+        # and script) and keeps it alive, so a storage both share is one record. torch's
+        # ScriptModule.__reduce_package__ reads these two attributes.
+        self._torchscript = TorchScriptWriter()
+        self.script_module_serializer = self._torchscript.serializer
+        self.storage_context = self._torchscript.storage_context
+        # id(obj) -> (obj, its persistent id); obj is kept so its id is not reused meanwhile.
+        self._reduced: dict[int, tuple[Any, tuple[Any, ...]]] = {}
+        self._reduce_ids = itertools.count()
         self._writer = ArchiveWriter(f)
         self._closed = False
         clear_spec_memo()
@@ -286,20 +293,24 @@ class PackageExporter:
         return None
 
     def _persistent_id(self, obj: Any) -> Any:
+        if type(obj) in PLAIN_TYPES:
+            return None  # most objects: answered before any slower check
         if is_storage(obj):
             untyped, storage_class, count = describe_storage(obj)
-            identity = untyped._cdata
-            if identity not in self._storage_keys:
-                key = len(self._storage_keys)
-                self._storage_keys[identity] = (key, untyped)
+            key, first = self._torchscript.storage_key(untyped)
+            if first:
                 self._writer.write_record(records.storage_record(str(key)), storage_bytes(untyped), align=True)
-            key = self._storage_keys[identity][0]
             return ("storage", storage_class, key, storage_location(untyped), count)
         if hasattr(obj, "__reduce_package__") and not isinstance(obj, type):
             # One call per object: the same object pickled twice must not save its data twice.
             if id(obj) not in self._reduced:
-                self._reduced[id(obj)] = ("reduce_package", id(obj), *obj.__reduce_package__(self))
-            return self._reduced[id(obj)]
+                for storage in script_module_storages(obj):
+                    self._persistent_id(storage)  # streamed now: torch's serializer then skips it
+                # The id only tells repeats apart at load time; a counter, unlike id(obj),
+                # keeps the pickle reproducible.
+                reduce_id = next(self._reduce_ids)
+                self._reduced[id(obj)] = (obj, ("reduce_package", reduce_id, *obj.__reduce_package__(self)))
+            return self._reduced[id(obj)][1]
         return None
 
     def save_text(self, package: str, resource: str, text: str) -> None:
@@ -376,6 +387,7 @@ class PackageExporter:
         try:
             self._validate()
             self._write_modules()
+            self._torchscript.copy_into(self._writer)
             self._write_framework_records()
             self._writer.close()
         except BaseException:
@@ -384,17 +396,23 @@ class PackageExporter:
         self._closed = True
 
     def _provided_as_resource_folder(self, node: ModuleNode) -> bool:
-        """A module missing from the environment whose folder holds saved resources.
+        """A module missing from the environment whose folder holds saved resources or sources.
 
         The guide's ``import my_resource`` of a package made only by ``save_text`` is such a
-        case: the importer serves that folder as a package, so it is not an error.
+        case, and so is ``fx-generated``, the parent of the modules torch.fx saves with
+        ``save_source_string``: the importer serves that folder as a package, so it is not an error.
         """
         if node.broken not in (BrokenReason.NO_ACTION, BrokenReason.NOT_FOUND):
             return False
         if module_exists(self.importer, node.name):
             return False  # a real module that needs an action, whatever else sits in its folder
         folder = node.name.replace(".", "/") + "/"
-        if not any(name.startswith(folder) for name in self._writer.names):
+        saved_sources = (
+            name for name, other in self.dependency_graph.nodes.items() if other.source is not None
+        )
+        if not any(name.startswith(folder) for name in self._writer.names) and not any(
+            name.startswith(node.name + ".") for name in saved_sources
+        ):
             return False
         node.broken, node.action, node.source = None, ModuleAction.SKIP, None
         return True

@@ -17,7 +17,6 @@ tensor reads all of its pages, which mapping otherwise defers until the tensor i
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -173,10 +172,7 @@ def extern_version_mismatches(integrity: IntegrityRecord) -> list[VersionMismatc
     """Extern distributions whose installed version differs from the recorded one."""
     mismatches = []
     for distribution, recorded in sorted(integrity.extern_distributions.items()):
-        try:
-            installed: str | None = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            installed = None
+        installed = records.installed_version(distribution)
         if installed != recorded:
             mismatches.append(VersionMismatch(distribution, str(recorded), installed))
     return mismatches

@@ -11,6 +11,7 @@ on packaged code without any monkeypatching.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import importlib
 import importlib.machinery
@@ -18,29 +19,48 @@ import importlib.util
 import io
 import linecache
 import os
+import pickle
 import sys
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from . import _disk_cache as disk_cache
 from . import _records as records
-from ._archive_reader import ArchiveSource, open_archive
+from ._archive_reader import ArchiveReader, ArchiveSource, MmapMode, open_archive
+from ._integrity import CheckedReader, extern_version_mismatches, read_integrity
 from ._mangling import PackageMangler, demangle
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
 from ._source_scan import resolve_relative
 from ._storage import MapLocation, restore_location, storage_from_record
+from ._torchscript import (
+    StorageContext,
+    call_package_reducer,
+    has_torchscript,
+    new_storage_context,
+    open_torch_reader,
+    share_storage,
+    shared_storage,
+)
 from ._zip_format import STORAGE_ALIGNMENT
-from .errors import ArchiveFormatError
+from ._restricted import GlobalPolicy
+from .errors import ArchiveFormatError, ExternVersionError, ExternVersionWarning
 from .file_structure_representation import Directory, directory_from_records
 from ._resolution import module_exists
 from .importer import Importer, sys_importer
 
 _NEEDS_LOADING = object()
+
+#: When records are checked against the integrity record: each as it is first used ("on-use"),
+#: every record when the importer opens ("eager"), or as "on-use" except the tensor records that
+#: are memory-mapped, whose pages are then only read when the tensor is ("trust-mapped": for
+#: archives verified before, it keeps loading a multi-GiB model as cheap as a small one).
+IntegrityMode = Literal["on-use", "eager", "trust-mapped"]
 
 
 def _ancestors(name: str) -> list[str]:
@@ -63,9 +83,25 @@ class PackageImporter(Importer):
     """Imports modules and loads objects from a package, isolated from the environment.
 
     ``file_or_buffer`` is a path, a binary stream, bytes, or an unzipped archive folder.
-    ``module_allowed`` can veto extern modules. File archives are memory-mapped
-    copy-on-write (``mmap=True``): tensors share pages with the file, writes to them stay
-    private to the process and never reach the archive.
+    ``module_allowed`` can veto extern modules. Tensors of a file archive are built on a
+    memory mapping of it when their records are stored and aligned (torchpack's always are;
+    torch.package's mostly not, and those are copied). ``mmap`` says how the file is mapped:
+    ``True`` or ``"copy-on-write"`` (the default): tensors are writable, and writes stay
+    private to the process, never reaching the archive. ``"read-only"``: pages can only be
+    read - writing to such a tensor in place kills the process with a segmentation fault
+    (torch has no read-only tensors to refuse it) - for processes that never modify what
+    they load, as the mapping then costs no commit charge. ``False``: read the file and copy
+    every tensor.
+
+    Archives with an integrity record have each record checked against its SHA-256 when it
+    is first used (``integrity="on-use"``), or all of them on opening (``"eager"``);
+    ``"trust-mapped"`` skips hashing the tensors mapped from the file, for archives checked
+    before (``torchpack verify``), so that loading a large model only maps it.
+    ``restricted=True`` refuses pickle globals outside the package's own modules and
+    :data:`torchpack._restricted.DEFAULT_ALLOWED_GLOBALS` plus ``allowed_globals`` (globs
+    such as ``"torch.nn.modules.**"``). An extern distribution installed at another version
+    than the recorded one gives an :class:`ExternVersionWarning`, or with
+    ``strict_versions=True`` an :class:`ExternVersionError`.
     """
 
     modules: dict[str, Any]
@@ -75,13 +111,27 @@ class PackageImporter(Importer):
         file_or_buffer: ArchiveSource,
         module_allowed: Callable[[str], bool] = lambda name: True,
         *,
-        mmap: bool = True,
+        mmap: MmapMode = True,
+        integrity: IntegrityMode = "on-use",
+        restricted: bool = False,
+        allowed_globals: Iterable[str] = (),
+        strict_versions: bool = False,
     ) -> None:
-        self.zip_reader = open_archive(file_or_buffer, use_mmap=mmap)
+        if integrity not in ("on-use", "eager", "trust-mapped"):
+            raise ValueError(f"integrity must be 'on-use', 'eager' or 'trust-mapped', not {integrity!r}")
+        reader = open_archive(file_or_buffer, use_mmap=mmap)
         if isinstance(file_or_buffer, (str, os.PathLike)):
             self.filename = os.fspath(file_or_buffer)
         else:
             self.filename = "<binary>"
+        self.integrity_record = read_integrity(reader)
+        if self.integrity_record is None:
+            self.zip_reader: ArchiveReader | CheckedReader = reader
+        else:
+            self.zip_reader = CheckedReader(reader, self.integrity_record)
+            if integrity == "eager":
+                self.zip_reader.verify_all()
+        self._trust_mapped = integrity == "trust-mapped"
         self._check_version()
         self._record_names = self.zip_reader.names()
         self.extern_modules = self._read_extern()
@@ -91,6 +141,7 @@ class PackageImporter(Importer):
                     f"package '{self.filename}' needs the external module '{extern}' "
                     "but that module has been disallowed"
                 )
+        self._check_extern_versions(strict_versions)
         self._extern_set = frozenset(self.extern_modules)
         self._index = self._index_modules()
         # Parents of extern modules that the package does not provide come from the
@@ -101,6 +152,9 @@ class PackageImporter(Importer):
             for parent in _ancestors(extern)
             if parent not in self._index
         )
+        self._global_policy = (
+            GlobalPolicy(frozenset(self._index) - self._extern_set, allowed_globals) if restricted else None
+        )
         self._files = ArchiveFiles(self._record_names, self.zip_reader.read)
         self._mangler = PackageMangler()
         self.modules = {"torch_package_importer": self}
@@ -110,6 +164,10 @@ class PackageImporter(Importer):
         # Per-thread, so concurrent load_pickle calls do not see each other's state.
         self._load_state = threading.local()
         self._lock = threading.RLock()
+        # Storages by record key, shared by every pickle of this archive (as in torch.package):
+        # a tensor saved in two pickles is one storage after loading too.
+        self._storages: dict[str, torch.UntypedStorage] = {}
+        self._storages_lock = threading.Lock()
 
     # -- archive metadata -------------------------------------------------------------------
 
@@ -121,6 +179,17 @@ class PackageImporter(Importer):
         text = reader.read(name).decode("ascii", "replace").strip()
         if not text.isdigit() or int(text) not in records.SUPPORTED_FORMAT_VERSIONS:
             raise ArchiveFormatError(f"{reader.name}: unsupported package format version {text!r} in {name}")
+
+    def _check_extern_versions(self, strict: bool) -> None:
+        if self.integrity_record is None:
+            return
+        mismatches = extern_version_mismatches(self.integrity_record)
+        if not mismatches:
+            return
+        message = f"{self.filename}: " + "; ".join(mismatch.describe() for mismatch in mismatches)
+        if strict:
+            raise ExternVersionError(message)
+        warnings.warn(message, ExternVersionWarning, stacklevel=3)
 
     def _read_extern(self) -> list[str]:
         if not self.zip_reader.has_record(records.EXTERN_MODULES):
@@ -201,10 +270,24 @@ class PackageImporter(Importer):
     def last_map_location(self) -> MapLocation:
         return getattr(self._load_state, "map_location", None)
 
+    @property
+    def storage_context(self) -> StorageContext:
+        """The current load's storage context, shared with torch's TorchScript loader."""
+        return getattr(self._load_state, "storage_context", None)
+
+    @functools.cached_property
+    def torch_file_reader(self) -> torch._C.PyTorchFileReader:
+        """torch's own reader over this archive, which its TorchScript loader needs; made on first use."""
+        return open_torch_reader(self.zip_reader, check_storages=not self._trust_mapped)
+
+    @functools.cached_property
+    def _has_torchscript(self) -> bool:
+        return has_torchscript(self._record_names)
+
     def load_pickle(self, package: str, resource: str, map_location: MapLocation = None) -> Any:
         """Unpickle ``package/resource``, importing the classes it needs from the package."""
         pickle_name = self._resource_path(package, resource)
-        loaded_storages: dict[str, Any] = {}
+        located_storages: dict[str, Any] = {}
         loaded_reduces: dict[Any, Any] = {}
 
         def persistent_load(saved_id: Any) -> Any:
@@ -212,30 +295,49 @@ class PackageImporter(Importer):
             if kind == "storage":
                 storage_class, key, location, _count = saved_id[1:]
                 key = key.decode("ascii") if isinstance(key, bytes) else str(key)
-                if key not in loaded_storages:
-                    storage = self._load_storage(pickle_name, key)
-                    loaded_storages[key] = restore_location(storage, location, map_location)
+                if key not in located_storages:
+                    storage = shared_storage(self.storage_context, key)  # a script module's, this load
+                    if storage is None:
+                        storage = restore_location(self._storage_for_key(pickle_name, key), location, map_location)
+                        share_storage(self.storage_context, key, storage)
+                    located_storages[key] = storage
                 dtype = torch.uint8 if storage_class is torch.UntypedStorage else storage_class.dtype
-                return torch.storage.TypedStorage(wrap_storage=loaded_storages[key], dtype=dtype, _internal=True)
+                return torch.storage.TypedStorage(wrap_storage=located_storages[key], dtype=dtype, _internal=True)
             if kind == "reduce_package":
                 if len(saved_id) == 3:  # archives from before reduce ids existed
                     _, func, args = saved_id
-                    return func(self, *args)
+                    return call_package_reducer(self, func, args)
                 _, reduce_id, func, args = saved_id
                 if reduce_id not in loaded_reduces:
-                    loaded_reduces[reduce_id] = func(self, *args)
+                    loaded_reduces[reduce_id] = call_package_reducer(self, func, args)
                 return loaded_reduces[reduce_id]
             raise ArchiveFormatError(f"{self.zip_reader.name}: {pickle_name} has an unknown persistent id {kind!r}")
 
         data = self.zip_reader.read(pickle_name)
-        unpickler = PackageUnpickler(io.BytesIO(data), self, persistent_load)
+        allow_global = None
+        if self._global_policy is not None:
+            allow_global = self._global_policy.checker(self.filename, pickle_name)
+        unpickler = PackageUnpickler(io.BytesIO(data), self, persistent_load, allow_global)
         self._load_state.map_location = map_location
+        self._load_state.storage_context = new_storage_context(self._has_torchscript)
         try:
             result = unpickler.load()
+        except (pickle.UnpicklingError, EOFError) as error:
+            # The bytes passed their checks but are no pickle: a damaged or hand-made archive.
+            raise ArchiveFormatError(f"{self.zip_reader.name}: {pickle_name} is not a valid pickle: {error}") from None
         finally:
             self._load_state.map_location = None
+            self._load_state.storage_context = None
         torch._utils._validate_loaded_sparse_tensors()
         return result
+
+    def _storage_for_key(self, pickle_name: str, key: str) -> torch.UntypedStorage:
+        """The storage saved under ``key``, loaded once per importer whichever thread asks first."""
+        with self._storages_lock:
+            storage = self._storages.get(key)
+            if storage is None:
+                storage = self._storages[key] = self._load_storage(pickle_name, key)
+            return storage
 
     def _load_storage(self, pickle_name: str, key: str) -> torch.UntypedStorage:
         record = records.storage_record(key)
@@ -245,8 +347,10 @@ class PackageImporter(Importer):
             )
         reader = self.zip_reader
         if reader.mapped and reader.data_offset(record) % STORAGE_ALIGNMENT == 0:
-            # The CRC is not checked here: that would read the whole tensor, which mapping avoids.
-            return storage_from_record(reader.view(record, check_crc=False), share=True)
+            # Checking (the digest, or the CRC-32 of a torch.package archive) reads every page
+            # of the tensor now; "trust-mapped" leaves them unread until the tensor is used.
+            view = reader.view(record, check_crc=not self._trust_mapped)
+            return storage_from_record(view, share=True)
         return storage_from_record(reader.view(record), share=False)
 
     # -- the import system ------------------------------------------------------------------

@@ -11,14 +11,17 @@ a set, whose element order must not depend on hashing.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import BuiltinFunctionType, FunctionType
 from typing import Any
 
 import torch
 
+from ._storage import rebuild_tensor
 from .importer import Importer, sys_importer
 
 PersistentId = Callable[[Any], Any]
@@ -35,11 +38,10 @@ class _RecordingCPickler(pickle.Pickler):
         super().__init__(file, protocol)
         self._protocol = protocol
         self._importer = importer
-        self._persistent_id = persistent_id
+        # The C pickler calls this for every object: set directly, not through a method
+        # that forwards to it, to save a Python call per object.
+        self.persistent_id = persistent_id
         self.globals_seen: dict[tuple[str, str], None] = {}
-
-    def persistent_id(self, obj: Any) -> Any:
-        return self._persistent_id(obj)
 
     def reducer_override(self, obj: Any) -> Any:
         # Called once per distinct non-atomic object (the memo short-circuits repeats).
@@ -62,7 +64,7 @@ class _RenamingPyPickler(pickle._Pickler):  # type: ignore[name-defined]
     def __init__(self, file: io.BytesIO, protocol: int, importer: Importer, persistent_id: PersistentId) -> None:
         super().__init__(file, protocol)
         self._importer = importer
-        self._persistent_id = persistent_id
+        self.persistent_id = persistent_id
         self.globals_seen: dict[tuple[str, str], None] = {}
         # A private copy: the class-level table is shared with every other _Pickler user.
         self.dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
@@ -73,9 +75,6 @@ class _RenamingPyPickler(pickle._Pickler):  # type: ignore[name-defined]
     def save_canonical_set(self, obj: Any) -> None:
         # The same opcodes whatever the protocol: a call of set/frozenset on a sorted list.
         self.save_reduce(type(obj), (_canonical_order(obj),), obj=obj)
-
-    def persistent_id(self, obj: Any) -> Any:
-        return self._persistent_id(obj)
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
         module_name, qualname = self._importer.get_name(obj, name)
@@ -89,6 +88,37 @@ class _RenamingPyPickler(pickle._Pickler):  # type: ignore[name-defined]
         self.memoize(obj)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a pickle is written or read.
+
+    Both create objects that live on (tensors, storages, records) by the ten thousand, and
+    the collector would walk the whole heap - torch's modules included - several times over
+    them, which costs a third of loading a pickle of many small tensors. Any garbage made
+    meanwhile is collected later just the same. When the collector was already off (another
+    load in progress, or the caller's choice), it is left off.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _has_unordered_set(pickler: pickle.Pickler, data: bytes) -> bool:
+    # A set shows in the bytes as the global `builtins set`/`frozenset` (protocol 3) or as
+    # its own opcode (4); without one, the costly walk of the memo is skipped. Matches that
+    # are really tensor bytes or strings only cost that walk.
+    if b"set\n" not in data and pickle.EMPTY_SET not in data and pickle.FROZENSET not in data:
+        return False
+    # Every set the C pickler wrote is in its memo; small sets cannot be out of order.
+    return any(
+        type(entry[1]) in (set, frozenset) and len(entry[1]) > 1 for entry in pickler.memo.copy().values()
+    )
+
+
 def _canonical_order(items: Any) -> list[Any]:
     """Set elements in an order that does not depend on hashing (PYTHONHASHSEED, addresses)."""
     items = list(items)
@@ -96,13 +126,6 @@ def _canonical_order(items: Any) -> list[Any]:
         return sorted(items)
     except TypeError:
         return sorted(items, key=lambda item: (type(item).__module__, type(item).__qualname__, repr(item)))
-
-
-def _has_unordered_set(pickler: pickle.Pickler) -> bool:
-    # Every set the C pickler wrote is in its memo; small sets cannot be out of order.
-    return any(
-        type(entry[1]) in (set, frozenset) and len(entry[1]) > 1 for entry in pickler.memo.copy().values()
-    )
 
 
 def pickle_object(
@@ -113,16 +136,18 @@ def pickle_object(
     The C pickler writes set elements in hash order, which PYTHONHASHSEED changes; when a
     pickle holds a set, it is pickled again by the Python pickler, which sorts them.
     """
-    if importer is sys_importer:
+    with _collector_paused():
+        if importer is sys_importer:
+            buffer = io.BytesIO()
+            fast = _RecordingCPickler(buffer, protocol, importer, persistent_id)
+            fast.dump(obj)
+            data = buffer.getvalue()
+            if not _has_unordered_set(fast, data):
+                return data, list(fast.globals_seen)
         buffer = io.BytesIO()
-        fast = _RecordingCPickler(buffer, protocol, importer, persistent_id)
-        fast.dump(obj)
-        if not _has_unordered_set(fast):
-            return buffer.getvalue(), list(fast.globals_seen)
-    buffer = io.BytesIO()
-    pickler = _RenamingPyPickler(buffer, protocol, importer, persistent_id)
-    pickler.dump(obj)
-    return buffer.getvalue(), list(pickler.globals_seen)
+        pickler = _RenamingPyPickler(buffer, protocol, importer, persistent_id)
+        pickler.dump(obj)
+        return buffer.getvalue(), list(pickler.globals_seen)
 
 
 def _resolve(module: Any, qualname: str) -> Any:
@@ -144,13 +169,17 @@ class PackageUnpickler(pickle.Unpickler):
     ) -> None:
         super().__init__(file)
         self._importer = importer
-        self._persistent_load = persistent_load
+        # Set directly rather than forwarded by a method: one Python call less per tensor.
+        self.persistent_load = persistent_load
         self._allow_global = allow_global
 
-    def persistent_load(self, pid: Any) -> Any:
-        return self._persistent_load(pid)
+    def load(self) -> Any:
+        with _collector_paused():
+            return super().load()
 
     def find_class(self, module: str, name: str) -> Any:
         if self._allow_global is not None:
             self._allow_global(module, name)
-        return _resolve(self._importer.import_module(module), name)
+        found = _resolve(self._importer.import_module(module), name)
+        # Called once per global a pickle names, not per use: the swap costs nothing.
+        return rebuild_tensor if found is torch._utils._rebuild_tensor_v2 else found

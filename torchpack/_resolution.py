@@ -94,26 +94,35 @@ class DependencyGraph:
 
     def all_paths(self, source: str, target: str) -> str:
         """DOT of every edge that lies on some path from ``source`` to ``target``."""
-        reaches_target = {target}
-        queue = deque([target])
-        while queue:
-            for user in self.predecessors.get(queue.popleft(), {}):
-                if user not in reaches_target:
-                    reaches_target.add(user)
-                    queue.append(user)
-        reachable = {source}
-        queue = deque([source])
-        while queue:
-            for used in self.successors.get(queue.popleft(), {}):
-                if used not in reachable:
-                    reachable.add(used)
-                    queue.append(used)
-        on_path = reaches_target & reachable
+        on_path = self.reaching(target).keys() & self._walk(source, self.successors).keys()
         return self.to_dot([(a, b) for a, b in self.edges if a in on_path and b in on_path])
+
+    def reaching(self, target: str) -> dict[str, int]:
+        """``target`` and every node it can be reached from, each with its distance to it."""
+        return self._walk(target, self.predecessors)
+
+    @staticmethod
+    def _walk(start: str, neighbours: dict[str, dict[str, None]]) -> dict[str, int]:
+        """Breadth-first distances from ``start`` along ``neighbours``."""
+        distances = {start: 0}
+        queue = deque([start])
+        while queue:
+            current = queue.popleft()
+            for nxt in neighbours.get(current, {}):
+                if nxt not in distances:
+                    distances[nxt] = distances[current] + 1
+                    queue.append(nxt)
+        return distances
 
     def to_dot(self, edges: list[tuple[str, str]] | None = None) -> str:
         lines = [f'"{a}" -> "{b}";' for a, b in (self.edges if edges is None else edges)]
         return "digraph G {\nrankdir = LR;\nnode [shape=box];\n" + "\n".join(lines) + "\n}\n"
+
+
+def parent_packages(name: str) -> list[str]:
+    """The packages importing ``name`` runs first: ``a.b.c`` -> ``["a", "a.b"]``."""
+    parts = name.split(".")
+    return [".".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
 @dataclass(frozen=True)
@@ -178,15 +187,24 @@ def _source_of_module(module: ModuleType) -> tuple[str | None, str | None]:
     from_archive = getattr(module, "__torch_package__", False) and hasattr(loader, "get_source")
     if not from_archive and (filename is None or not filename.endswith(".py")):
         return None, None
-    get_source = getattr(loader, "get_source", None)
-    if get_source is None:
-        return None, None
     try:
-        source = get_source(module.__name__)
+        source = _loader_source(loader, module.__name__, filename)
     except (ImportError, OSError):
         return None, None
     origin = getattr(getattr(module, "__spec__", None), "origin", None)
     return source, origin if origin == filename else None
+
+
+def _loader_source(loader: object, name: str, filename: str | None) -> str | None:
+    """Source through the loader; from the ``.py`` file itself when the loader cannot give it
+    (pytest's assertion rewriter, for one, has no ``get_source``)."""
+    get_source = getattr(loader, "get_source", None)
+    if get_source is not None:
+        return get_source(name)
+    if filename is None or not filename.endswith(".py"):
+        return None
+    with open(filename, "rb") as handle:
+        return importlib.util.decode_source(handle.read())
 
 
 def locate_module(importer: Importer, name: str) -> LocatedModule:
@@ -199,8 +217,7 @@ def locate_module(importer: Importer, name: str) -> LocatedModule:
         origin = spec.origin if spec.has_location else None
         source: str | None = None
         if origin is not None and origin.endswith(".py") and spec.loader is not None:
-            get_source = getattr(spec.loader, "get_source", None)
-            source = get_source(name) if get_source is not None else None
+            source = _loader_source(spec.loader, name, origin)
         return LocatedModule(name, is_package, source, origin if source is not None else None)
     module = importer.import_module(name)
     source, origin = _source_of_module(module)

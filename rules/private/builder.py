@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
-import importlib.util
 import shutil
 import subprocess
 import sys
 import tempfile
-import types
 import zipfile
 from pathlib import Path
 
@@ -77,25 +74,10 @@ def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> s
     return log if log.endswith("\n") or not log else log + "\n"
 
 
-def _import_runner():
-    """``torchpack.build.runner``, without running ``torchpack/__init__.py``.
-
-    The package's ``__init__`` imports torch (a second or two); this process only needs the
-    runner's command line and environment, the export runs in a fresh interpreter anyway.
-    """
-    spec = importlib.util.find_spec("torchpack")
-    if spec is not None and spec.submodule_search_locations and "torchpack" not in sys.modules:
-        package = types.ModuleType("torchpack")
-        package.__path__ = list(spec.submodule_search_locations)
-        package.__spec__ = spec
-        sys.modules["torchpack"] = package
-    return importlib.import_module("torchpack.build.runner")
-
-
 def main(argv: list[str]) -> int:
     options, action_args = _parse(argv)
     try:
-        runner = _import_runner()
+        from torchpack.build import runner
     except ImportError as exc:
         print(f"error: the torch_package builder cannot import torchpack.build ({exc})", file=sys.stderr)
         return 2
@@ -104,13 +86,8 @@ def main(argv: list[str]) -> int:
     home = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
     try:
         (home / "home").mkdir()
-        # The command line and environment of torchpack.build.runner._run_action.
-        command = [
-            sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []),
-            "-c", runner._BOOTSTRAP, runner._TORCHPACK_HOME,
-            *action_args,
-            "--workspace", str(workspace),
-        ]
+        # The same command line and environment as `python -m torchpack.build` uses.
+        command = runner.action_command([*action_args, "--workspace", str(workspace)])
         process = subprocess.run(
             command,
             env=runner.hermetic_env(home / "home"),

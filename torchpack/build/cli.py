@@ -15,12 +15,14 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cli._output import format_size
 from .cache import ActionCache, toolchain_fingerprint
 from .graph import BuildGraph, TargetError, load_graph
-from .labels import LabelError, parse_pattern
+from .labels import Label, LabelError, parse_pattern
 from .runner import Builder, Options, Progress, TargetResult
 from .schema import BuildFileError
 from .workspace import Workspace, WorkspaceError, open_workspace
@@ -45,7 +47,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _list(workspace: Workspace, graph: BuildGraph, as_json: bool) -> None:
+def print_targets(workspace: Workspace, graph: BuildGraph, labels: Sequence[Label], as_json: bool) -> None:
+    """Each of ``labels`` with its output file and direct deps (``--list``, ``torchpack query``)."""
     if as_json:
         targets = [
             {
@@ -54,11 +57,11 @@ def _list(workspace: Workspace, graph: BuildGraph, as_json: bool) -> None:
                 "deps": [str(dep) for dep in graph.targets[label].deps],
                 "definition": graph.targets[label].definition(),
             }
-            for label in graph.requested
+            for label in labels
         ]
         print(json.dumps({"workspace": str(workspace.root), "targets": targets}, indent=2))
         return
-    for label in graph.requested:
+    for label in labels:
         output = workspace.output_of(label.package, graph.targets[label].out)
         deps = ", ".join(str(dep) for dep in graph.targets[label].deps)
         print(f"{label}  ->  {_shown(output)}" + (f"  (deps: {deps})" if deps else ""))
@@ -71,18 +74,9 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _line(result: TargetResult, width: int) -> str:
     digest = result.sha256 or "-" * 64
-    size = _size(result.size) if result.size is not None else "-"
+    size = format_size(result.size) if result.size is not None else "-"
     state = "checked" if result.checked else result.state
     return f"{str(result.label):<{width}}  {digest}  {size:>9}  {state:<7}  {result.seconds:6.2f}s"
 
@@ -126,7 +120,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
         return 2
 
     if args.list:
-        _list(workspace, graph, args.json)
+        print_targets(workspace, graph, graph.requested, args.json)
         return 0
 
     width = max(len(str(label)) for label in graph.order)

@@ -36,6 +36,18 @@ _BOOTSTRAP = (
 _TORCHPACK_HOME = str(Path(__file__).resolve().parents[2])
 
 
+def action_command(action_args: list[str]) -> list[str]:
+    """The command line that runs ``torchpack.build.action`` with ``action_args`` hermetically.
+
+    Shared with the Bazel rule's builder, so both engines run exports the same way.
+    """
+    return [
+        sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []),
+        "-c", _BOOTSTRAP, _TORCHPACK_HOME,
+        *action_args,
+    ]
+
+
 @dataclass(frozen=True)
 class Options:
     jobs: int = 1
@@ -146,16 +158,14 @@ def _run_action(
         report = scratch / "report.json"
         home = scratch / "home"
         home.mkdir()
-        command = [
-            sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []),
-            "-c", _BOOTSTRAP, _TORCHPACK_HOME,
+        command = action_command([
             "--definition", str(definition),
             "--workspace", str(workspace.root),
             "--output", str(output),
             *[f"--dep={label}={archive}" for label, archive in deps.items()],
             "--report", str(report),
             *(["--verbose"] if verbose else []),
-        ]
+        ])
         returncode, log = processes.run(
             command,
             env=hermetic_env(home, perturbed=perturbed, scan_cache=scan_cache),

@@ -1,0 +1,398 @@
+"""torchpack against torch.package on the same workloads, in one run.
+
+How to run (from the repository root; needs networkx, sympy and mpmath installed)::
+
+    python benchmarks/bench.py                       # everything, 3 repetitions (~5 minutes)
+    python benchmarks/bench.py --quick               # small sizes, 1 repetition: a smoke test
+    python benchmarks/bench.py --only model_1gib --only tiny --repeat 5 --json results.json
+
+Workloads (``--only`` takes these names): model_1gib, many_tensors, networkx, sympy (see
+benchmarks/workloads.py), tiny (export + import of a small MLP to/from memory, in process,
+after a first run) and limits (what this machine can do at best: page-cache write, CRC-32,
+SHA-256 and mmap+sum throughput).
+
+How it measures:
+
+* Every export and every load runs in a fresh Python process; only the step itself is
+  timed (not interpreter start-up, imports, or building the model). Figures are medians of
+  ``--repeat`` runs; torch.package and torchpack runs alternate, so load on the machine hits
+  both alike.
+* torchpack keeps on-disk caches (parsed imports, compiled code) in ``TORCHPACK_CACHE_DIR``;
+  one new cache directory serves the whole run. Workloads that read sources (networkx,
+  sympy) get one extra, uncounted first torchpack run while the cache holds nothing of
+  theirs: that run is reported as the cold figure, and the medians are warm. Archives are
+  read right after they were written, so the page cache is hot; every export writes a new
+  file (an old archive is deleted first, untimed).
+* torchpack checks each record's SHA-256 when first used, mapped tensors included
+  (``integrity="on-use"``, the default); the 1 GiB load is also measured with
+  ``integrity="trust-mapped"``, which only maps them.
+* Peak memory of the 1 GiB export: the RSS high-water mark (``ru_maxrss``) of the export
+  process when the export is done, minus the resident size (VmRSS) just before the model was
+  built, divided by the model's size. As everything allocated before the export counts in
+  the mark, this is an upper bound on model + export; it must stay below 1.2 (no copy).
+
+The output is markdown, ready to paste into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import mmap
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+IMPLS = ("torch.package", "torchpack")
+#: torchpack checks each record's SHA-256 when it is first used - mapped tensors too, which
+#: reads all of them. Trusting mapped records (an archive checked before) only maps them.
+TRUSTED_LOAD = {"integrity": "trust-mapped"}
+
+
+# -- what runs in the child processes -----------------------------------------------------
+
+
+def _import_impl(name: str) -> Any:
+    import warnings
+
+    warnings.simplefilter("ignore")  # torch.package's deprecation notices are not results
+    if name == "torch.package":
+        import torch.package as impl
+    else:
+        import torchpack as impl
+    return impl
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _child_export(task: dict[str, Any]) -> dict[str, Any]:
+    from workloads import WORKLOADS
+
+    impl = _import_impl(task["impl"])
+    workload = WORKLOADS[task["workload"]]
+    if os.path.exists(task["path"]):
+        # Every export writes a new file: replacing one would add the cost of freeing the old
+        # one's pages, which torch.package (truncating) and torchpack (renaming) pay differently.
+        os.unlink(task["path"])
+    before_build = _resident_bytes()
+    obj = workload.build(task["quick"])
+    start = time.perf_counter()
+    workload.export(impl, task["path"], obj)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return {"seconds": seconds, "peak_minus_before_build": peak - before_build, "size": os.path.getsize(task["path"])}
+
+
+def _child_load(task: dict[str, Any]) -> dict[str, Any]:
+    from workloads import WORKLOADS
+
+    impl = _import_impl(task["impl"])
+    workload = WORKLOADS[task["workload"]]
+    start = time.perf_counter()
+    workload.load(impl, task["path"], **task.get("importer_options", {}))
+    return {"seconds": time.perf_counter() - start}
+
+
+def _child_tiny(task: dict[str, Any]) -> dict[str, Any]:
+    from workloads import build_tiny_mlp, tiny_round_trip
+
+    impl = _import_impl(task["impl"])
+    model = build_tiny_mlp()
+    tiny_round_trip(impl, model)  # the first run: imports, caches
+    times = []
+    for _ in range(20 if task["quick"] else 100):
+        start = time.perf_counter()
+        tiny_round_trip(impl, model)
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times)}
+
+
+def _child_limits(task: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    size = (256 if task["quick"] else 1024) << 20
+    chunk = bytearray(os.urandom(1 << 20)) * 16  # written 16 MiB at a time, as a streaming writer would
+    path = os.path.join(task["dir"], "limits.bin")
+    start = time.perf_counter()
+    with open(path, "wb") as handle:
+        for _ in range(size // len(chunk)):
+            handle.write(chunk)
+    write = size / (time.perf_counter() - start)
+    data = memoryview(chunk)
+    rounds = size // len(chunk)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        zlib.crc32(data)
+    crc = size / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        hashlib.sha256(data).digest()
+    sha = size / (time.perf_counter() - start)
+    start = time.perf_counter()
+    with open(path, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    float(torch.frombuffer(mapping, dtype=torch.float32).sum())
+    mapped_sum = size / (time.perf_counter() - start)
+    os.unlink(path)
+    return {"write": write, "crc32": crc, "sha256": sha, "mmap_sum": mapped_sum, "size": size}
+
+
+CHILD_STEPS = {"export": _child_export, "load": _child_load, "tiny": _child_tiny, "limits": _child_limits}
+
+
+def _child_main(encoded: str) -> None:
+    sys.path.insert(0, str(HERE))
+    task = json.loads(encoded)
+    try:
+        result = CHILD_STEPS[task["step"]](task)
+    except Exception as error:  # noqa: BLE001 - a failing step is a result (torch.package + sympy)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        result = {"error": f"{type(error).__name__}: {first_line[:200]}"}
+    print(json.dumps(result))
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+
+def run_child(task: dict[str, Any], cache_dir: str) -> dict[str, Any]:
+    env = dict(os.environ, TORCHPACK_CACHE_DIR=cache_dir)
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(task)],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last_line = done.stderr.strip().splitlines()[-1:] or [""]
+        return {"error": f"exit {done.returncode}: {last_line[0][-200:]}"}
+    return json.loads(lines[-1])
+
+
+def _median(results: list[dict[str, Any]]) -> float | None:
+    times = [r["seconds"] for r in results if "error" not in r]
+    return statistics.median(times) if len(times) == len(results) and times else None
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace, workdir: str) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.cache_dir = os.path.join(workdir, "cache")
+        self.rows: list[dict[str, Any]] = []
+        self.cold: list[dict[str, Any]] = []
+        self.memory: dict[str, Any] | None = None
+        self.limits: dict[str, Any] | None = None
+
+    def log(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def task(self, step: str, impl: str, workload: str) -> dict[str, Any]:
+        path = os.path.join(self.workdir, f"{workload}-{impl}.pt")
+        return {"step": step, "impl": impl, "workload": workload, "path": path, "quick": self.args.quick}
+
+    def run_workload(self, name: str) -> None:
+        from workloads import WORKLOADS
+
+        workload = WORKLOADS[name]
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        if workload.uses_sources:
+            # An empty cache, which the warm runs below then reuse.
+            self.log(f"{name}: torchpack, cold caches")
+            export = run_child(self.task("export", "torchpack", name), self.cache_dir)
+            load = run_child(self.task("load", "torchpack", name), self.cache_dir)
+            self.cold.append({"workload": name, "export": export, "load": load})
+        trusted = TRUSTED_LOAD if name == "model_1gib" else None
+        for repetition in range(self.args.repeat):
+            for impl in IMPLS:
+                self.log(f"{name}: {impl}, run {repetition + 1}/{self.args.repeat}")
+                for step in ("export", "load"):
+                    result = run_child(self.task(step, impl, name), self.cache_dir)
+                    results.setdefault((impl, step), []).append(result)
+                if trusted and impl == "torchpack":
+                    task = dict(self.task("load", impl, name), importer_options=trusted)
+                    results.setdefault((impl, "trusted"), []).append(run_child(task, self.cache_dir))
+        for step in ("export", "load"):
+            self.rows.append(self._row(name, step, results[("torch.package", step)], results[("torchpack", step)],
+                                       workload.export_target if step == "export" else workload.load_target))
+        if trusted:
+            self.rows.append(self._row(name, "load, integrity='trust-mapped'", results[("torch.package", "load")],
+                                       results[("torchpack", "trusted")], workload.load_target))
+        if name == "model_1gib":
+            exports = [r for r in results[("torchpack", "export")] if "error" not in r]
+            if exports:
+                from workloads import model_width
+
+                model_bytes = 4 * (model_width(self.args.quick) ** 2 + model_width(self.args.quick)) * 4
+                peak = max(r["peak_minus_before_build"] for r in exports)
+                export_seconds = _median(results[("torchpack", "export")])
+                self.memory = {
+                    "model_bytes": model_bytes,
+                    "peak_bytes": peak,
+                    "ratio": peak / model_bytes,
+                    "archive_bytes": exports[0]["size"],
+                    "export_gb_per_s": exports[0]["size"] / export_seconds / 1e9 if export_seconds else None,
+                }
+
+    def run_tiny(self) -> None:
+        results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
+        for repetition in range(self.args.repeat):
+            for impl in IMPLS:
+                self.log(f"tiny: {impl}, run {repetition + 1}/{self.args.repeat}")
+                results[impl].append(run_child(self.task("tiny", impl, "tiny"), self.cache_dir))
+        self.rows.append(self._row("tiny", "export + load", results["torch.package"], results["torchpack"], 1.0))
+
+    def run_limits(self) -> None:
+        self.log("limits")
+        self.limits = run_child({"step": "limits", "dir": self.workdir, "quick": self.args.quick}, self.cache_dir)
+
+    @staticmethod
+    def _row(name: str, step: str, theirs: list[dict], ours: list[dict], target: float | None) -> dict[str, Any]:
+        theirs_s, ours_s = _median(theirs), _median(ours)
+        ratio = ours_s / theirs_s if theirs_s and ours_s else None
+        if ours_s is None:
+            met = False
+        elif theirs_s is None:
+            met = True  # torch.package fails here; the target is that torchpack works
+        else:
+            met = target is None or ratio <= target  # type: ignore[operator]
+        errors = {impl: r["error"] for impl, runs in (("torch.package", theirs), ("torchpack", ours))
+                  for r in runs if "error" in r}
+        return {"workload": name, "step": step, "torch.package": theirs_s, "torchpack": ours_s,
+                "ratio": ratio, "target": target, "met": met, "errors": errors}
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "fails"
+    return f"{value * 1000:.1f} ms" if value < 0.1 else f"{value:.3f} s"
+
+
+def _ratio(ratio: float) -> str:
+    speed = f"{1 / ratio:.1f}x faster" if ratio <= 1 else f"{ratio:.1f}x slower"
+    return f"{ratio:.3f} ({speed})"
+
+
+def _target(row: dict[str, Any]) -> str:
+    if row["torch.package"] is None:
+        return "works"
+    target = row["target"]
+    if target is None:
+        return "-"
+    return "<= 1x" if target == 1 else f"<= 1/{round(1 / target)}"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def report(runner: Runner) -> str:
+    import torch
+
+    args = runner.args
+    lines = [
+        f"Benchmark of {datetime.date.today().isoformat()}: {_cpu_name()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, torch {torch.__version__}; "
+        f"median of {args.repeat} run(s), each step in a fresh process, warm torchpack caches, hot page cache"
+        + (" (--quick: small sizes, targets not meaningful)" if args.quick else "") + ".",
+        "",
+    ]
+    if runner.rows:
+        lines += ["| workload | step | torch.package | torchpack | torchpack / torch.package | target | met |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in runner.rows:
+            ratio = "-" if row["ratio"] is None else _ratio(row["ratio"])
+            lines.append(f"| {row['workload']} | {row['step']} | {_seconds(row['torch.package'])} | "
+                         f"{_seconds(row['torchpack'])} | {ratio} | {_target(row)} | "
+                         f"{'yes' if row['met'] else '**no**'} |")
+        lines.append("")
+        for row in runner.rows:
+            for impl, error in row["errors"].items():
+                lines.append(f"- {row['workload']} {row['step']} with {impl} fails: `{error}`")
+        lines.append("")
+    if runner.cold:
+        lines += ["torchpack with cold caches (the first run, on an empty `TORCHPACK_CACHE_DIR`):",
+                  "", "| workload | export | load |", "|---|---|---|"]
+        for cold in runner.cold:
+            cells = [_seconds(cold[s].get("seconds")) for s in ("export", "load")]
+            lines.append(f"| {cold['workload']} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    if runner.memory:
+        memory = runner.memory
+        speed = memory["export_gb_per_s"]
+        lines += [
+            f"Peak memory of the model export (torchpack): {memory['peak_bytes'] / 2**20:.0f} MiB above the "
+            f"process before the model was built, for a {memory['model_bytes'] / 2**20:.0f} MiB model: "
+            f"{memory['ratio']:.2f} x the model (target < 1.2: {'yes' if memory['ratio'] < 1.2 else '**no**'}). "
+            f"Export throughput: {speed:.2f} GB/s (stretch goal 2.5 GB/s).",
+            "",
+        ]
+    if runner.limits:
+        limits = runner.limits
+        if "error" in limits:
+            lines.append(f"Machine limits: failed ({limits['error']})")
+        else:
+            lines += ["Machine limits, for reference:", "", "| operation | GB/s |", "|---|---|"]
+            lines.append(f"| write {limits['size'] >> 20} MiB to a new file in /tmp (page cache) | {limits['write'] / 1e9:.2f} |")
+            lines.append(f"| zlib.crc32 | {limits['crc32'] / 1e9:.2f} |")
+            lines.append(f"| hashlib.sha256 | {limits['sha256'] / 1e9:.2f} |")
+            lines.append(f"| mmap the file + torch sum (first read) | {limits['mmap_sum'] / 1e9:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from workloads import WORKLOADS
+
+    choices = [*WORKLOADS, "tiny", "limits"]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=None, help="runs per step (default 3, 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="small sizes and one run: a smoke test")
+    parser.add_argument("--only", action="append", choices=choices, help="run only this workload (repeatable)")
+    parser.add_argument("--json", metavar="FILE", help="also save the results as JSON")
+    args = parser.parse_args()
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    selected = args.only or choices
+    with tempfile.TemporaryDirectory(prefix="torchpack-bench-") as workdir:
+        runner = Runner(args, workdir)
+        for name in selected:
+            if name == "tiny":
+                runner.run_tiny()
+            elif name == "limits":
+                runner.run_limits()
+            else:
+                runner.run_workload(name)
+        text = report(runner)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"date": datetime.date.today().isoformat(), "quick": args.quick, "repeat": args.repeat,
+             "rows": runner.rows, "cold": runner.cold, "memory": runner.memory, "limits": runner.limits},
+            indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        _child_main(sys.argv[2])
+    else:
+        sys.path.insert(0, str(HERE))
+        main()

@@ -1,0 +1,219 @@
+"""``torchpack diff A B``: which records differ between two archives, and how.
+
+What ``python -m torchpack.build --check`` sends a user to when two builds differ. Records
+are matched by name; for each changed one the difference is shown in its own terms:
+
+* source and other text: a unified diff;
+* pickles: the globals added and removed, and a unified diff of the opcode listings
+  (``pickletools.dis`` without byte offsets, which would make every later line differ);
+* tensor data (``.data/N.storage``): the tensors of each pickle stored there - pickle,
+  storage key, dtype, element count - with how many elements changed and by how much at
+  most, read in the dtype the pickle gives them;
+* the integrity record and serialization id: only named, as they follow from the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import io
+import pickletools
+import re
+from typing import Any
+
+from .. import _records as records
+from .._archive_reader import open_archive
+from .._pickle_scan import PickleScan, StorageReference, is_pickle, scan_pickle
+from ..analyze.archive_graph import read_contents, record_data
+from ._output import paint, print_json
+
+#: Records computed from all the others: they change whenever anything does.
+_DERIVED = {records.INTEGRITY: "integrity record", records.SERIALIZATION_ID: "serialization id"}
+_OFFSET = re.compile(r"^\s*\d+: ", re.MULTILINE)
+
+HELP = "records that differ between two archives, with readable differences"
+DESCRIPTION = "Compare two archives record by record; exit 0 when identical, 1 when they differ."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A")
+    parser.add_argument("b", metavar="B")
+    parser.add_argument("--context", type=int, default=3, metavar="N", help="lines of context in diffs (default 3)")
+    parser.add_argument("--json", action="store_true", help="print a JSON document")
+
+
+def _digest(data: Any) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _text(data: Any) -> str | None:
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _unified(a_lines: list[str], b_lines: list[str], name: str, context: int) -> str:
+    """A unified diff with git's ``a/`` and ``b/`` prefixes on the record name."""
+    return "".join(difflib.unified_diff(a_lines, b_lines, f"a/{name}", f"b/{name}", n=context))
+
+
+def _opcode_listing(data: Any) -> list[str]:
+    out = io.StringIO()
+    try:
+        pickletools.dis(bytes(data), out)
+    except ValueError as error:  # a malformed pickle: list what could be read, then why it stopped
+        out.write(f"<unreadable from here: {error}>\n")
+    return _OFFSET.sub("", out.getvalue()).splitlines(keepends=True)
+
+
+def _pickle_change(name: str, a: Any, b: Any, context: int) -> dict[str, Any]:
+    change: dict[str, Any] = {"record": name, "kind": "pickle"}
+    scans: list[PickleScan | None] = []
+    for data in (a, b):
+        try:
+            scans.append(scan_pickle(data))
+        except ValueError:
+            scans.append(None)
+    a_globals = {f"{m}.{n}" for m, n in scans[0].globals} if scans[0] else set()
+    b_globals = {f"{m}.{n}" for m, n in scans[1].globals} if scans[1] else set()
+    change["globals_added"] = sorted(b_globals - a_globals)
+    change["globals_removed"] = sorted(a_globals - b_globals)
+    change["diff"] = _unified(_opcode_listing(a), _opcode_listing(b), name, context)
+    return change
+
+
+def _tensor_difference(reference: StorageReference, a: Any, b: Any) -> dict[str, Any]:
+    """How the elements of one storage differ, read in the dtype its pickle declares."""
+    import torch
+
+    dtype = getattr(torch, reference.dtype, None)
+    if not isinstance(dtype, torch.dtype) or reference.dtype.startswith(("qint", "quint")):
+        dtype = torch.uint8  # compare raw bytes when the elements cannot be read as numbers
+    size = dtype.itemsize
+    if len(a) != len(b) or len(a) % size:
+        return {"max_abs_diff": None, "changed_elements": None}
+    if len(a) == 0:
+        return {"max_abs_diff": 0.0, "changed_elements": 0}
+    # Copies: frombuffer over a read-only archive mapping would warn, and these are small
+    # next to reading both archives anyway.
+    left = torch.frombuffer(bytearray(a), dtype=dtype)
+    right = torch.frombuffer(bytearray(b), dtype=dtype)
+    changed = left != right
+    wide = torch.complex128 if dtype.is_complex else torch.float64
+    difference = (left.to(wide) - right.to(wide)).abs()
+    return {
+        "max_abs_diff": float(difference.max()),
+        "changed_elements": int(changed.sum()),
+    }
+
+
+def _storage_change(
+    name: str, a: Any, b: Any, users: list[tuple[str, StorageReference]]
+) -> dict[str, Any]:
+    if not users:  # data no pickle points at: compare it as bytes
+        key = name[len(".data/") : -len(".storage")]
+        users = [("", StorageReference(key, "UntypedStorage", "uint8", "?", len(a)))]
+    tensors = []
+    for pickle_record, reference in users:
+        tensors.append({
+            "pickle": pickle_record or None,
+            "storage_key": reference.key,
+            "dtype": reference.dtype,
+            "numel": reference.numel,
+            **_tensor_difference(reference, a, b),
+        })
+    return {"record": name, "kind": "storage", "tensors": tensors}
+
+
+def _change(name: str, a: Any, b: Any, context: int, users: list[tuple[str, StorageReference]]) -> dict[str, Any]:
+    sizes = {"size_a": len(a), "size_b": len(b)}
+    if name in _DERIVED:
+        return {"record": name, "kind": "derived", **sizes}
+    if name.startswith(".data/") and name.endswith(".storage"):
+        return {**_storage_change(name, a, b, users), **sizes}
+    if is_pickle(name, a) and is_pickle(name, b):
+        return {**_pickle_change(name, a, b, context), **sizes}
+    a_text, b_text = _text(a), _text(b)
+    if a_text is not None and b_text is not None:
+        diff = _unified(a_text.splitlines(keepends=True), b_text.splitlines(keepends=True), name, context)
+        return {"record": name, "kind": "source" if name.endswith(".py") else "text", "diff": diff, **sizes}
+    return {"record": name, "kind": "binary", **sizes}
+
+
+def compare(a_path: str, b_path: str, context: int = 3) -> dict[str, Any]:
+    """The differences between two archives, as the JSON document ``--json`` prints."""
+    a_reader, b_reader = open_archive(a_path), open_archive(b_path)
+    a_names, b_names = set(a_reader.names()), set(b_reader.names())
+    changed_names = [
+        name for name in sorted(a_names & b_names)
+        if _digest(record_data(a_reader, name)) != _digest(record_data(b_reader, name))
+    ]
+    users: dict[str, list[tuple[str, StorageReference]]] = {}
+    if any(name.endswith(".storage") for name in changed_names):
+        # A's pickles say what a storage holds; B's only for storages A does not use.
+        users = {**read_contents(b_reader).storage_users(), **read_contents(a_reader).storage_users()}
+    # Derived records last: they only echo the changes above them.
+    changed_names.sort(key=lambda name: name in _DERIVED)
+    changes = [
+        _change(name, record_data(a_reader, name), record_data(b_reader, name), context, users.get(name, []))
+        for name in changed_names
+    ]
+    return {
+        "a": a_path,
+        "b": b_path,
+        "identical": not (a_names ^ b_names or changes),
+        "added": sorted(b_names - a_names),
+        "removed": sorted(a_names - b_names),
+        "changed": changes,
+    }
+
+
+def _print_diff(diff: str) -> None:
+    for line in diff.splitlines():
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else "cyan" if line.startswith("@@") else None
+        print("    " + (paint(line, style) if style else line))
+
+
+def _print_change(change: dict[str, Any]) -> None:
+    kind = change["kind"]
+    if kind == "derived":
+        print(f"{paint('changed', 'yellow')} {change['record']} ({_DERIVED[change['record']]}, follows from the records above)")
+        return
+    print(f"{paint('changed', 'yellow')} {change['record']} ({kind}, {change['size_a']} -> {change['size_b']} bytes)")
+    if kind == "storage":
+        for tensor in change["tensors"]:
+            where = f"tensor in {tensor['pickle']}" if tensor["pickle"] else "storage used by no pickle"
+            print(f"    {where}: storage {tensor['storage_key']}, {tensor['dtype']}, {tensor['numel']} elements: ", end="")
+            if tensor["max_abs_diff"] is None:
+                print("size changed")
+            else:
+                count = tensor["changed_elements"]
+                print(f"{count} element{' differs' if count == 1 else 's differ'}, max abs diff {tensor['max_abs_diff']:.6g}")
+        return
+    for label, key in (("globals added", "globals_added"), ("globals removed", "globals_removed")):
+        if change.get(key):
+            print(f"    {label}: {', '.join(change[key])}")
+    if change.get("diff"):
+        _print_diff(change["diff"])
+
+
+def run(args: argparse.Namespace) -> int:
+    result = compare(args.a, args.b, args.context)
+    if args.json:
+        print_json(result)
+        return 0 if result["identical"] else 1
+    if result["identical"]:
+        print(f"{args.a} and {args.b} are identical")
+        return 0
+    for name in result["added"]:
+        print(f"{paint('added', 'green')}   {name}")
+    for name in result["removed"]:
+        print(f"{paint('removed', 'red')} {name}")
+    for change in result["changed"]:
+        _print_change(change)
+    count = len(result["added"]) + len(result["removed"]) + len(result["changed"])
+    print(f"{count} record{'s' if count != 1 else ''} differ: {len(result['added'])} added, "
+          f"{len(result['removed'])} removed, {len(result['changed'])} changed")
+    return 1
