@@ -222,11 +222,11 @@ def test_why_dot_and_svg(capsys, archives, tmp_path, monkeypatch):
     assert '"cli_corpus.model" -> "cli_corpus.plotting";' in out
     assert '"cli_corpus.plotting" -> "_mock";' in out
     assert "helpers" not in out  # only edges on a path to the module
-    if shutil.which("dot"):
-        code, out, _ = run(capsys, "why", path, "_mock", "--svg", tmp_path / "why.svg")
-        assert code == 0 and out == f"wrote {tmp_path / 'why.svg'}\n"
-        svg = (tmp_path / "why.svg").read_text()
-        assert "<svg" in svg and "cli_corpus.plotting" in svg
+    assert shutil.which("dot"), "Graphviz's dot is needed (.ci/run installs the graphviz package)"
+    code, out, _ = run(capsys, "why", path, "_mock", "--svg", tmp_path / "why.svg")
+    assert code == 0 and out == f"wrote {tmp_path / 'why.svg'}\n"
+    svg = (tmp_path / "why.svg").read_text()
+    assert "<svg" in svg and "cli_corpus.plotting" in svg
     monkeypatch.setenv("PATH", str(tmp_path))  # no Graphviz
     code, out, err = run(capsys, "why", path, "_mock", "--svg", tmp_path / "why.svg")
     assert code == 2
@@ -454,8 +454,7 @@ def test_python_dash_m_torchpack_runs(archives):
 
 def test_console_script_runs(archives, tmp_path):
     script = Path(sys.executable).parent / "torchpack"
-    if not script.exists():
-        pytest.skip("the torchpack console script is not installed (pip install -e .)")
+    assert script.exists(), "the torchpack console script comes with `pip install -e .`"
     result = subprocess.run([str(script), "why", str(tmp_path / "missing.pt"), "x"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2

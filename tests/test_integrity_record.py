@@ -16,7 +16,7 @@ import torch
 
 from archive_surgery import INTEGRITY, rebuild, valid_archive
 from helpers_core import records
-from torchpack import ExternVersionError, ExternVersionWarning, PackageExporter, PackageImporter, __version__
+from torchpack import ExternVersionError, ExternVersionWarning, IntegrityError, PackageExporter, PackageImporter, __version__
 from torchpack._archive_reader import open_archive
 from torchpack._integrity import extern_version_mismatches, read_integrity, verify_records
 
@@ -119,3 +119,39 @@ def test_archives_written_by_zipfile_roundtrip_keep_their_integrity() -> None:
             target.writestr(info.filename, source.read(info))
     assert verify_records(open_archive(out.getvalue())) == []
     assert PackageImporter(out.getvalue()).load_text("zoo", "readme.txt") == "hello"
+
+
+def _big_archive(path: Path) -> Path:
+    with PackageExporter(path) as exporter:
+        exporter.save_pickle("data", "big.pkl", {"w": torch.arange(1 << 19, dtype=torch.float32)})  # 2 MiB
+    return path
+
+
+def test_large_mapped_records_are_hashed_once_per_unchanged_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchpack._integrity as integrity
+
+    monkeypatch.setenv("TORCHPACK_CACHE_DIR", str(tmp_path / "cache"))
+    hashed: list[str] = []
+    original = integrity.digest_problem
+    monkeypatch.setattr(integrity, "digest_problem", lambda name, *rest: hashed.append(name) or original(name, *rest))
+    path = _big_archive(tmp_path / "big.pt")
+
+    first = PackageImporter(path).load_pickle("data", "big.pkl")["w"]
+    assert ".data/0.storage" in hashed
+    hashed.clear()
+    second = PackageImporter(path).load_pickle("data", "big.pkl")["w"]
+    assert ".data/0.storage" not in hashed  # remembered: the file is the one checked before
+    assert torch.equal(first, second)
+    assert list((tmp_path / "cache" / "verified").rglob("*"))
+
+
+def test_a_file_changed_after_its_check_is_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from archive_surgery import flip_byte
+
+    monkeypatch.setenv("TORCHPACK_CACHE_DIR", str(tmp_path / "cache"))
+    path = _big_archive(tmp_path / "big.pt")
+    PackageImporter(path).load_pickle("data", "big.pkl")
+    # Tamper in place (same inode, same size, CRC fixed up): the write moves the file's ctime.
+    path.write_bytes(flip_byte(path.read_bytes(), ".data/0.storage", 12345))
+    with pytest.raises(IntegrityError, match=r"'\.data/0\.storage' does not match its integrity digest"):
+        PackageImporter(path).load_pickle("data", "big.pkl")

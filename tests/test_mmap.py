@@ -178,7 +178,10 @@ def _repack_unaligned(source: Path, target: Path) -> Path:
 def test_torch_package_archives_load_mapped_or_copied(tmp_path: Path) -> None:
     sample = _sample()
     written = _torch_package_archive(tmp_path / "torch.pt", sample)
-    _assert_same(PackageImporter(written).load_pickle("data", "obj.pkl"), sample)
+    as_written = PackageImporter(written).load_pickle("data", "obj.pkl")
+    _assert_same(as_written, sample)
+    # torch.package's writer aligns its records too, so these are mapped.
+    assert _mapping_of(as_written["float"], written) == "rw-p"
 
     unaligned = _repack_unaligned(written, tmp_path / "unaligned.pt")
     offsets = {name.partition("/")[2]: offset for name, offset in _data_offsets(unaligned).items()}

@@ -63,10 +63,32 @@ class _Entry:
 _UNSAFE_NAME = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|^/|^.:|[\\\0]")
 
 
+def _plainly_safe(name: str) -> bool:
+    """What _UNSAFE_NAME tests, in plain string operations: a third of the time per name.
+
+    Without a newline, ``^``/``$`` can only match at the ends and ``.`` matches any character,
+    so these cases are exactly the pattern's; names with a newline are left to the pattern.
+    """
+    return "\n" not in name and not (
+        name in ("", ".", "..")
+        or name.startswith(("/", "./", "../"))
+        or name.endswith(("/", "/.", "/.."))
+        or "//" in name
+        or "/./" in name
+        or "/../" in name
+        or name[1:2] == ":"
+        or "\\" in name
+        or "\0" in name
+    )
+
+
 def check_record_name(name: str, archive: str) -> None:
     """Reject names that could escape a folder when extracted, or that are ambiguous."""
     # A trailing "/" marks a folder entry, the one place an empty last segment is allowed.
-    if not name or _UNSAFE_NAME.search(name[:-1] if name.endswith("/") else name):
+    body = name[:-1] if name.endswith("/") else name
+    if _plainly_safe(body):
+        return
+    if not name or _UNSAFE_NAME.search(body):
         raise ArchiveFormatError(f"{archive}: unsafe record name {name!r}")
 
 
@@ -75,11 +97,16 @@ class ZipArchiveReader:
 
     def __init__(self, source: ArchiveSource, *, use_mmap: MmapMode = True) -> None:
         self.mapped = False
+        #: (device, inode, size, mtime, ctime) of a file archive, as opened: any write to the
+        #: file changes its ctime, so this names these exact bytes. None for buffers.
+        self.file_identity: tuple[int, ...] | None = None
         access = mmap_access(use_mmap)
         if isinstance(source, (str, os.PathLike)):
             self.name = os.fspath(source)
             with open(self.name, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
+                status = os.fstat(handle.fileno())
+                size = status.st_size
+                self.file_identity = (status.st_dev, status.st_ino, size, status.st_mtime_ns, status.st_ctime_ns)
                 if size == 0:
                     raise ArchiveFormatError(f"{self.name}: empty file, not a ZIP archive")
                 if access is not None:
@@ -131,16 +158,17 @@ class ZipArchiveReader:
 
     def view(self, name: str, *, check_crc: bool = True) -> memoryview:
         """A zero-copy view of a stored record (tensor data); compressed records are refused."""
-        entry = self._entry(name)
+        # The lookup inline rather than through _entry: one call less per tensor loaded.
+        entry = self._entries.get(name) or self._entry(name)
         if entry.method != fmt.STORED:
             raise ArchiveFormatError(f"{self.name}: tensor record {name!r} is compressed; it must be stored")
-        raw = self._raw(entry)
+        raw = self._data[entry.data_offset : entry.data_offset + entry.compressed_size]
         if check_crc and zlib.crc32(raw) != entry.crc32:
             raise ArchiveFormatError(f"{self.name}: record {name!r} fails its CRC-32 check (corrupted)")
         return raw
 
     def data_offset(self, name: str) -> int:
-        return self._entry(name).data_offset
+        return (self._entries.get(name) or self._entry(name)).data_offset
 
     # -- parsing --------------------------------------------------------------------------
 
@@ -178,19 +206,28 @@ class ZipArchiveReader:
             count, dir_size, dir_offset = fields[7], fields[8], fields[9]
         if dir_offset + dir_size > len(data):
             raise self._fail("central directory lies outside the file (truncated?)")
-        position = dir_offset
+        # One copy of the directory: slicing names out of bytes is cheaper than out of the mapping.
+        directory = bytes(data[dir_offset : dir_offset + dir_size])
+        directory_end = dir_size
+        position = 0
         top_folder: str | None = None
+        prefix = ""
+        entries = self._entries
+        unpack_central = fmt.CENTRAL_HEADER.unpack_from
+        unpack_local = fmt.LOCAL_HEADER.unpack_from
+        central_size, local_size = fmt.CENTRAL_HEADER.size, fmt.LOCAL_HEADER.size
+        file_size = len(data)
         for _ in range(count):
-            if position + fmt.CENTRAL_HEADER.size > dir_offset + dir_size:
+            if position + central_size > directory_end:
                 raise self._fail("central directory is shorter than its entry count says")
-            fields = fmt.CENTRAL_HEADER.unpack_from(data, position)
+            fields = unpack_central(directory, position)
             if fields[0] != fmt.CENTRAL_HEADER_SIGNATURE:
-                raise self._fail(f"bad central directory entry at offset {position}")
+                raise self._fail(f"bad central directory entry at offset {dir_offset + position}")
             flags, method, crc, csize, size = fields[3], fields[4], fields[7], fields[8], fields[9]
             name_len, extra_len, comment_len, offset = fields[10], fields[11], fields[12], fields[16]
-            name_start = position + fmt.CENTRAL_HEADER.size
-            raw_name = bytes(data[name_start : name_start + name_len])
-            extra = bytes(data[name_start + name_len : name_start + name_len + extra_len])
+            name_start = position + central_size
+            raw_name = directory[name_start : name_start + name_len]
+            extra = directory[name_start + name_len : name_start + name_len + extra_len]
             position = name_start + name_len + extra_len + comment_len
             try:
                 full_name = raw_name.decode("utf-8" if flags & fmt.FLAG_UTF8 else "cp437")
@@ -201,29 +238,53 @@ class ZipArchiveReader:
                 raise self._fail(f"record {full_name!r} is encrypted")
             if method not in (fmt.STORED, fmt.DEFLATED):
                 raise self._fail(f"record {full_name!r} uses unsupported compression method {method}")
-            size, csize, offset = self._apply_zip64(extra, size, csize, offset, full_name)
-            folder, _, name = full_name.partition("/")
+            if fmt.ZIP32_LIMIT in (size, csize, offset):
+                size, csize, offset = self._apply_zip64(extra, size, csize, offset, full_name)
             if top_folder is None:
-                top_folder = folder
-            if folder != top_folder or not name:
-                raise self._fail(
-                    f"record {full_name!r} is outside the archive's single top-level folder {top_folder!r}/"
-                )
+                top_folder = full_name.partition("/")[0]
+                prefix = top_folder + "/"
+            # The common case, a name under the top folder, costs one startswith; anything else
+            # gets the precise test (and message) below.
+            if full_name.startswith(prefix) and len(full_name) > len(prefix):
+                name = full_name[len(prefix) :]
+            else:
+                folder, _, name = full_name.partition("/")
+                if folder != top_folder or not name:
+                    raise self._fail(
+                        f"record {full_name!r} is outside the archive's single top-level folder {top_folder!r}/"
+                    )
             if name.endswith("/"):
                 continue  # folder entries, as some zip tools add them
-            if name in self._entries:
+            if name in entries:
                 raise self._fail(f"duplicate record name {name!r}")
             if method != fmt.STORED and name.startswith(".data/") and name.endswith(".storage"):
                 # Tensors are mapped or copied straight from the file; inflating them is not
                 # part of the format, and both writers store them.
                 raise self._fail(f"tensor record {name!r} is compressed; tensor records must be stored")
-            if offset + fmt.LOCAL_HEADER.size + csize > dir_offset:
+            if offset + local_size + csize > dir_offset:
                 raise self._fail(f"record {name!r} claims data beyond the central directory (sizes lie)")
             entry = _Entry(name, method, flags, crc, csize, size, offset)
-            # version needed, flags, method, time, date and the full name, as the local header repeats them
-            self._check_local_header(entry, (fields[2], flags, method, fields[5], fields[6]), raw_name)
-            self._entries[name] = entry
-        if position != dir_offset + dir_size:
+            # A local header that repeats its central entry field for field (version needed,
+            # flags, method, time, date, CRC-32, sizes, name length) and name, as every writer
+            # without data descriptors makes it, passes every check _check_local_header makes
+            # but the bounds of its data; anything else gets the full check and its message.
+            local = unpack_local(data, offset) if offset + local_size <= file_size else None
+            data_start = offset + local_size + name_len
+            if (
+                local is not None
+                and local[0] == fmt.LOCAL_HEADER_SIGNATURE
+                and local[1:10] == fields[2:11]
+                and fmt.ZIP32_LIMIT not in (local[7], local[8])
+                and data[offset + local_size : data_start] == raw_name
+                and data_start + local[10] + csize <= file_size
+                and (method != fmt.STORED or size == csize)
+            ):
+                entry.data_offset = data_start + local[10]
+            else:
+                # version needed, flags, method, time, date and the full name, as the local header repeats them
+                self._check_local_header(entry, (fields[2], flags, method, fields[5], fields[6]), raw_name)
+            entries[name] = entry
+        if position != directory_end:
             # Entries the count leaves out would be invisible here but not to other tools.
             raise self._fail("central directory size does not match its entry count")
         if top_folder is None:
@@ -300,6 +361,7 @@ class DirectoryArchiveReader:
     """Reads an unzipped archive: a folder laid out like the ZIP's top-level folder."""
 
     mapped = False
+    file_identity = None
 
     def __init__(self, folder: Union[str, os.PathLike]) -> None:
         self.root = Path(folder)

@@ -14,14 +14,12 @@ what was saved, not on the order of ``save_text``/``save_binary``/``save_module`
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import tempfile
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import BinaryIO, NamedTuple, Union
 
 from . import _zip_format as fmt
 from .errors import TorchpackError
@@ -32,13 +30,24 @@ Buffer = Union[bytes, bytearray, memoryview]
 _PARALLEL_HASH_THRESHOLD = 1 << 20
 
 
+#: Records below this size are joined with their header into one write.
+_JOIN_THRESHOLD = 1 << 16
+#: The alignment extra field for each padding length (an extra field and its zero bytes).
+_ALIGNMENT_EXTRAS = [
+    fmt.EXTRA_HEADER.pack(fmt.ALIGNMENT_EXTRA_ID, padding) + b"\0" * padding for padding in range(fmt.STORAGE_ALIGNMENT)
+]
+
+
 def _sha256(data: Buffer) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True)
-class WrittenRecord:
-    """What the writer knows about one record once its bytes are down."""
+class WrittenRecord(NamedTuple):
+    """What the writer knows about one record once its bytes are down.
+
+    A tuple rather than a frozen dataclass: an archive of many small tensors makes tens of
+    thousands, and a frozen dataclass sets each field through object.__setattr__.
+    """
 
     name: str  # relative to the top folder
     offset: int  # of the local header
@@ -85,7 +94,7 @@ class ArchiveWriter:
 
     def _collect_digests(self) -> None:
         for name, digest in self._pending_digests.items():
-            self._records[name] = dataclasses.replace(self._records[name], sha256=digest.result())
+            self._records[name] = self._records[name]._replace(sha256=digest.result())
         self._pending_digests.clear()
         if self._hashers is not None:
             self._hashers.shutdown()
@@ -113,7 +122,7 @@ class ArchiveWriter:
         size = len(data)
         sha = ""
         if size < _PARALLEL_HASH_THRESHOLD:
-            sha = _sha256(data)
+            sha = hashlib.sha256(data).hexdigest()
         else:
             if self._hashers is None:
                 self._hashers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="torchpack-hash")
@@ -127,7 +136,7 @@ class ArchiveWriter:
         if align:
             data_start = self._position + fmt.LOCAL_HEADER.size + len(full_name) + len(extra)
             padding = -(data_start + fmt.EXTRA_HEADER.size) % fmt.STORAGE_ALIGNMENT
-            extra += fmt.EXTRA_HEADER.pack(fmt.ALIGNMENT_EXTRA_ID, padding) + b"\0" * padding
+            extra += _ALIGNMENT_EXTRAS[padding]
         header = fmt.LOCAL_HEADER.pack(
             fmt.LOCAL_HEADER_SIGNATURE,
             fmt.ZIP64_VERSION if zip64 else fmt.ZIP_VERSION,
@@ -141,13 +150,14 @@ class ArchiveWriter:
             len(full_name),
             len(extra),
         )
-        record = WrittenRecord(name, self._position, size, crc, sha)
-        self._stream.write(header)
-        self._stream.write(full_name)
-        self._stream.write(extra)
-        self._stream.write(data)
+        if size < _JOIN_THRESHOLD:
+            # One write call instead of four: for small records the calls cost more than the copy.
+            self._stream.write(b"".join((header, full_name, extra, data)))
+        else:
+            self._stream.write(header + full_name + extra)
+            self._stream.write(data)
+        self._records[name] = WrittenRecord(name, self._position, size, crc, sha)
         self._position += len(header) + len(full_name) + len(extra) + size
-        self._records[name] = record
 
     def close(self) -> None:
         """Write the central directory and, for files, move the archive into place."""

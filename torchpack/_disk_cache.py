@@ -3,7 +3,9 @@
 Two things are expensive and depend only on a module's source text: finding its imports
 (a full parse) and compiling it. Both are kept here, keyed by the SHA-256 of the source and
 the interpreter's bytecode magic, so re-exporting or re-importing a library costs a file read
-per module. Archives never depend on this cache: it only remembers pure functions' results.
+per module. The third is hashing a large mapped tensor to check its integrity digest, which
+is remembered per archive file (see :class:`torchpack._integrity.CheckedReader`). Archives
+never depend on this cache: it only remembers results that would be computed the same again.
 Set ``TORCHPACK_CACHE_DIR`` to move it, or to an empty string to turn it off.
 """
 
@@ -17,6 +19,12 @@ import types
 from pathlib import Path
 
 _MAGIC = importlib.util.MAGIC_NUMBER.hex()
+
+#: Cache kinds. IMPORTS and CODE are keyed by source digest; VERIFIED holds empty markers,
+#: one per large record of an archive file that matched its integrity digest.
+IMPORTS = "imports-v2"
+CODE = "code"
+VERIFIED = "verified"
 
 
 def cache_root() -> Path | None:
@@ -69,12 +77,12 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
 
 def compile_module(source: str, source_digest: str, filename: str) -> types.CodeType:
     """``compile(source, filename, "exec")``, served from the cache when possible."""
-    cached = load("code", source_digest)
+    cached = load(CODE, source_digest)
     if cached is not None:
         try:
             return _with_filename(marshal.loads(cached), filename)
         except (EOFError, ValueError, TypeError):
             pass  # a damaged entry: compile again and overwrite it
     code = compile(source, _PLACEHOLDER_FILENAME, "exec", dont_inherit=True)
-    store("code", source_digest, marshal.dumps(code))
+    store(CODE, source_digest, marshal.dumps(code))
     return _with_filename(code, filename)

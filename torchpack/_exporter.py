@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, Union
 
 from . import _records as records
 from ._archive_writer import ArchiveWriter
+from ._gc import collector_paused
 from ._globbing import GlobGroup, GlobPattern
 from ._hooks import RemovableHandle, register
 from ._mock_source import MOCK_SUPPORT_MODULE, MOCK_SUPPORT_SOURCE, MOCKED_MODULE_SOURCE
@@ -27,7 +28,7 @@ from ._pickling import pickle_object
 from ._resolution import DependencyGraph, ModuleAction, ModuleNode, clear_spec_memo, locate_module, module_exists
 from ._source_scan import shared_scan_cache
 from ._stdlib import is_stdlib_module
-from ._storage import PLAIN_TYPES, describe_storage, is_storage, storage_bytes, storage_location
+from ._storage import PLAIN_TYPES, StorageRef, describe_storage, is_storage, storage_bytes, storage_location
 from ._torchscript import TorchScriptWriter, script_module_storages
 from .errors import BrokenModule, BrokenReason, EmptyMatchError, PackagingError, TorchpackError
 from .importer import Importer, OrderedImporter, sys_importer
@@ -293,14 +294,13 @@ class PackageExporter:
         return None
 
     def _persistent_id(self, obj: Any) -> Any:
-        if type(obj) in PLAIN_TYPES:
-            return None  # most objects: answered before any slower check
+        kind = type(obj)
+        if kind in PLAIN_TYPES or kind is type:
+            return None  # most objects: answered before any slower check (classes are globals)
+        if kind is StorageRef:  # a plain tensor's storage (see plain_tensor_reduction)
+            return self._storage_id(obj.untyped, obj.storage_class, obj.count)
         if is_storage(obj):
-            untyped, storage_class, count = describe_storage(obj)
-            key, first = self._torchscript.storage_key(untyped)
-            if first:
-                self._writer.write_record(records.storage_record(str(key)), storage_bytes(untyped), align=True)
-            return ("storage", storage_class, key, storage_location(untyped), count)
+            return self._storage_id(*describe_storage(obj))
         if hasattr(obj, "__reduce_package__") and not isinstance(obj, type):
             # One call per object: the same object pickled twice must not save its data twice.
             if id(obj) not in self._reduced:
@@ -312,6 +312,13 @@ class PackageExporter:
                 self._reduced[id(obj)] = (obj, ("reduce_package", reduce_id, *obj.__reduce_package__(self)))
             return self._reduced[id(obj)][1]
         return None
+
+    def _storage_id(self, untyped: Any, storage_class: Any, count: int) -> tuple[Any, ...]:
+        """A storage's persistent id; its record is written the first time it is met."""
+        key, first = self._torchscript.storage_key(untyped)
+        if first:
+            self._writer.write_record(records.storage_record(str(key)), storage_bytes(untyped), align=True)
+        return ("storage", storage_class, key, storage_location(untyped), count)
 
     def save_text(self, package: str, resource: str, text: str) -> None:
         """Save ``text`` (UTF-8) as ``package/resource``."""
@@ -385,11 +392,13 @@ class PackageExporter:
         if self._closed:
             return
         try:
-            self._validate()
-            self._write_modules()
-            self._torchscript.copy_into(self._writer)
-            self._write_framework_records()
-            self._writer.close()
+            # The central directory and the integrity record make an object or two per record.
+            with collector_paused():
+                self._validate()
+                self._write_modules()
+                self._torchscript.copy_into(self._writer)
+                self._write_framework_records()
+                self._writer.close()
         except BaseException:
             self._abort()
             raise

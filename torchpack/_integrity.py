@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from . import _disk_cache as disk_cache
 from . import _records as records
 from ._archive_reader import ArchiveReader
 from .errors import ArchiveFormatError, IntegrityError
+
+#: Records at least this large that matched their digest are remembered per file (see
+#: CheckedReader._remembered_key); below it, hashing again is cheaper than asking the cache.
+REMEMBER_THRESHOLD = 1 << 20
 
 #: The one record the integrity record cannot list: itself.
 UNLISTED_RECORDS = frozenset({records.INTEGRITY})
@@ -208,10 +214,35 @@ class CheckedReader:
         expected = self._integrity.records.get(name)
         if expected is None or name in self._checked:
             return
+        size = len(data)
+        if size < REMEMBER_THRESHOLD and size == expected.size and hashlib.sha256(data).hexdigest() == expected.sha256:
+            # Small records come by the ten thousand (one per small tensor): the match is
+            # decided inline, and only a mismatch goes through digest_problem for its message.
+            self._checked.add(name)
+            return
+        remembered = self._remembered_key(name, expected) if size >= REMEMBER_THRESHOLD else None
+        if remembered is not None and disk_cache.load(disk_cache.VERIFIED, remembered) is not None:
+            self._checked.add(name)
+            return
         problem = digest_problem(name, data, expected)
         if problem is not None:
             raise self._error(problem)
         self._checked.add(name)
+        if remembered is not None:
+            disk_cache.store(disk_cache.VERIFIED, remembered, b"")
+
+    def _remembered_key(self, name: str, expected: RecordDigest) -> str | None:
+        """Cache key saying "this record of this very file matched its digest", or None.
+
+        Hashing a large mapped tensor reads all of its pages; a file whose identity
+        (device, inode, size, mtime, ctime) is unchanged still holds the bytes that were
+        checked, since any write to it moves its ctime - which no user can set back.
+        """
+        identity = self._reader.file_identity
+        if identity is None:
+            return None
+        text = "\0".join([os.path.realpath(self.name), *map(str, identity), name, expected.sha256])
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def verify_all(self) -> None:
         """Hash every record now (mapped tensors included); raise on the first mismatch."""

@@ -32,6 +32,7 @@ import torch
 from . import _disk_cache as disk_cache
 from . import _records as records
 from ._archive_reader import ArchiveReader, ArchiveSource, MmapMode, open_archive
+from ._gc import collector_paused
 from ._integrity import CheckedReader, extern_version_mismatches, read_integrity
 from ._mangling import PackageMangler, demangle
 from ._pickling import PackageUnpickler
@@ -106,6 +107,9 @@ class PackageImporter(Importer):
 
     modules: dict[str, Any]
 
+    # Opening indexes every record (directory entries, digests, module names): tens of
+    # thousands of objects for an archive of many tensors, which the collector would chase.
+    @collector_paused()
     def __init__(
         self,
         file_or_buffer: ArchiveSource,
@@ -155,7 +159,6 @@ class PackageImporter(Importer):
         self._global_policy = (
             GlobalPolicy(frozenset(self._index) - self._extern_set, allowed_globals) if restricted else None
         )
-        self._files = ArchiveFiles(self._record_names, self.zip_reader.read)
         self._mangler = PackageMangler()
         self.modules = {"torch_package_importer": self}
         # Packaged code imports through this importer: its modules get these builtins.
@@ -281,6 +284,11 @@ class PackageImporter(Importer):
         return open_torch_reader(self.zip_reader, check_storages=not self._trust_mapped)
 
     @functools.cached_property
+    def _files(self) -> ArchiveFiles:
+        """The records by folder, for importlib.resources; built on first use, as most loads never ask."""
+        return ArchiveFiles(self._record_names, self.zip_reader.read)
+
+    @functools.cached_property
     def _has_torchscript(self) -> bool:
         return has_torchscript(self._record_names)
 
@@ -289,20 +297,30 @@ class PackageImporter(Importer):
         pickle_name = self._resource_path(package, resource)
         located_storages: dict[str, Any] = {}
         loaded_reduces: dict[Any, Any] = {}
+        # This load's; read here once rather than from the thread-local state per tensor.
+        storage_context = new_storage_context(self._has_torchscript)
+        dtypes: dict[Any, torch.dtype] = {}  # storage class -> dtype, for this load
 
         def persistent_load(saved_id: Any) -> Any:
             kind = saved_id[0].decode("ascii") if isinstance(saved_id[0], bytes) else saved_id[0]
             if kind == "storage":
                 storage_class, key, location, _count = saved_id[1:]
                 key = key.decode("ascii") if isinstance(key, bytes) else str(key)
-                if key not in located_storages:
-                    storage = shared_storage(self.storage_context, key)  # a script module's, this load
+                storage = located_storages.get(key)
+                if storage is None:
+                    if storage_context is not None:  # an archive with TorchScript
+                        storage = shared_storage(storage_context, key)  # a script module's, this load
                     if storage is None:
                         storage = restore_location(self._storage_for_key(pickle_name, key), location, map_location)
-                        share_storage(self.storage_context, key, storage)
+                        if storage_context is not None:
+                            share_storage(storage_context, key, storage)
                     located_storages[key] = storage
-                dtype = torch.uint8 if storage_class is torch.UntypedStorage else storage_class.dtype
-                return torch.storage.TypedStorage(wrap_storage=located_storages[key], dtype=dtype, _internal=True)
+                dtype = dtypes.get(storage_class)
+                if dtype is None:
+                    # `_dtype`: the public `dtype` of the legacy storage classes warns that they are deprecated.
+                    dtype = torch.uint8 if storage_class is torch.UntypedStorage else storage_class._dtype
+                    dtypes[storage_class] = dtype
+                return torch.storage.TypedStorage(wrap_storage=storage, dtype=dtype, _internal=True)
             if kind == "reduce_package":
                 if len(saved_id) == 3:  # archives from before reduce ids existed
                     _, func, args = saved_id
@@ -319,7 +337,7 @@ class PackageImporter(Importer):
             allow_global = self._global_policy.checker(self.filename, pickle_name)
         unpickler = PackageUnpickler(io.BytesIO(data), self, persistent_load, allow_global)
         self._load_state.map_location = map_location
-        self._load_state.storage_context = new_storage_context(self._has_torchscript)
+        self._load_state.storage_context = storage_context
         try:
             result = unpickler.load()
         except (pickle.UnpicklingError, EOFError) as error:

@@ -11,17 +11,17 @@ a set, whose element order must not depend on hashing.
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import copyreg
 import io
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import BuiltinFunctionType, FunctionType
 from typing import Any
 
 import torch
 
-from ._storage import rebuild_tensor
+from ._gc import collector_paused
+from ._storage import fake_mode_possible, plain_tensor_reduction, rebuild_tensor
 from .importer import Importer, sys_importer
 
 PersistentId = Callable[[Any], Any]
@@ -42,9 +42,16 @@ class _RecordingCPickler(pickle.Pickler):
         # that forwards to it, to save a Python call per object.
         self.persistent_id = persistent_id
         self.globals_seen: dict[tuple[str, str], None] = {}
+        # A torch function mode could intercept the tensor methods torch's reduction calls;
+        # then only torch's reduction is sure to give what it gives.
+        self._fast_tensors = not torch._C._is_torch_function_mode_enabled()
 
     def reducer_override(self, obj: Any) -> Any:
         # Called once per distinct non-atomic object (the memo short-circuits repeats).
+        if type(obj) is torch.Tensor and self._fast_tensors:
+            reduced = plain_tensor_reduction(obj)
+            if reduced is not None:
+                return reduced
         if isinstance(obj, _GLOBAL_TYPES) or isinstance(obj, _NAMED_TORCH_OBJECTS):
             self.globals_seen[self._importer.get_name(obj)] = None
         elif type(obj).__reduce__ is not object.__reduce__ and not isinstance(obj, torch.Tensor):
@@ -55,6 +62,10 @@ class _RecordingCPickler(pickle.Pickler):
                 return NotImplemented
             if isinstance(reduced, str):
                 self.globals_seen[self._importer.get_name(obj, reduced)] = None
+            if type(obj) not in copyreg.dispatch_table:
+                # What the pickler would ask __reduce_ex__ for next: handing it over saves a
+                # second reduction (an OrderedDict of hooks per tensor, for one).
+                return reduced
         return NotImplemented
 
 
@@ -88,30 +99,13 @@ class _RenamingPyPickler(pickle._Pickler):  # type: ignore[name-defined]
         self.memoize(obj)
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a pickle is written or read.
-
-    Both create objects that live on (tensors, storages, records) by the ten thousand, and
-    the collector would walk the whole heap - torch's modules included - several times over
-    them, which costs a third of loading a pickle of many small tensors. Any garbage made
-    meanwhile is collected later just the same. When the collector was already off (another
-    load in progress, or the caller's choice), it is left off.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _has_unordered_set(pickler: pickle.Pickler, data: bytes) -> bool:
+def _has_unordered_set(pickler: pickle.Pickler, data: bytes, protocol: int) -> bool:
     # A set shows in the bytes as the global `builtins set`/`frozenset` (protocol 3) or as
     # its own opcode (4); without one, the costly walk of the memo is skipped. Matches that
-    # are really tensor bytes or strings only cost that walk.
-    if b"set\n" not in data and pickle.EMPTY_SET not in data and pickle.FROZENSET not in data:
+    # are really strings or opcode arguments (one byte is all the opcodes take) only cost
+    # that walk; protocol 3 has no set opcodes, so its memo indices are not mistaken for them.
+    opcodes = protocol >= 4 and (pickle.EMPTY_SET in data or pickle.FROZENSET in data)
+    if b"set\n" not in data and not opcodes:
         return False
     # Every set the C pickler wrote is in its memo; small sets cannot be out of order.
     return any(
@@ -136,13 +130,13 @@ def pickle_object(
     The C pickler writes set elements in hash order, which PYTHONHASHSEED changes; when a
     pickle holds a set, it is pickled again by the Python pickler, which sorts them.
     """
-    with _collector_paused():
+    with collector_paused():
         if importer is sys_importer:
             buffer = io.BytesIO()
             fast = _RecordingCPickler(buffer, protocol, importer, persistent_id)
             fast.dump(obj)
             data = buffer.getvalue()
-            if not _has_unordered_set(fast, data):
+            if not _has_unordered_set(fast, data, protocol):
                 return data, list(fast.globals_seen)
         buffer = io.BytesIO()
         pickler = _RenamingPyPickler(buffer, protocol, importer, persistent_id)
@@ -174,12 +168,14 @@ class PackageUnpickler(pickle.Unpickler):
         self._allow_global = allow_global
 
     def load(self) -> Any:
-        with _collector_paused():
+        with collector_paused():
             return super().load()
 
     def find_class(self, module: str, name: str) -> Any:
         if self._allow_global is not None:
             self._allow_global(module, name)
         found = _resolve(self._importer.import_module(module), name)
-        # Called once per global a pickle names, not per use: the swap costs nothing.
-        return rebuild_tensor if found is torch._utils._rebuild_tensor_v2 else found
+        # Called once per global a pickle names, not per use: the swap and its check cost nothing.
+        if found is torch._utils._rebuild_tensor_v2 and not fake_mode_possible():
+            return rebuild_tensor
+        return found

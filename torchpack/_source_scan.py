@@ -176,14 +176,14 @@ class ScanCache:
             cached = self._from_disk(key)
         if cached is None:
             cached = tuple(scan_source(source, package, filename))
-            disk_cache.store("imports-v2", key, json.dumps([[r.module, r.name, r.optional] for r in cached]).encode())
+            disk_cache.store(disk_cache.IMPORTS, key, json.dumps([[r.module, r.name, r.optional] for r in cached]).encode())
         with self._lock:
             self._results[key] = cached
         return list(cached)
 
     @staticmethod
     def _from_disk(key: str) -> tuple[ImportReference, ...] | None:
-        data = disk_cache.load("imports-v2", key)
+        data = disk_cache.load(disk_cache.IMPORTS, key)
         if data is None:
             return None
         try:

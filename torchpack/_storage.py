@@ -8,6 +8,7 @@ otherwise - buffers, unaligned records - it copies the bytes once.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import warnings
 from collections.abc import Callable
@@ -42,6 +43,77 @@ def storage_location(storage: torch.UntypedStorage) -> str:
     return location_tag(storage)
 
 
+class StorageRef:
+    """A tensor's storage as :func:`plain_tensor_reduction` hands it to the pickler.
+
+    It carries what :func:`describe_storage` would say of the TypedStorage that torch's own
+    reduction wraps around the storage, so the exporter's persistent id is the same without
+    that object being built (its constructor costs more than the rest of the reduction).
+    """
+
+    __slots__ = ("untyped", "storage_class", "count")
+
+    def __init__(self, untyped: torch.UntypedStorage, storage_class: Any, count: int) -> None:
+        self.untyped = untyped
+        self.storage_class = storage_class
+        self.count = count
+
+
+#: dtype -> the legacy storage class its TypedStorage pickles as; filled as dtypes are met.
+_STORAGE_CLASSES: dict[torch.dtype, Any] = {}
+
+
+def _storage_class(dtype: torch.dtype) -> Any:
+    storage_class = _STORAGE_CLASSES.get(dtype)
+    if storage_class is None:
+        # Asked of a TypedStorage, as the slow path does, so both always agree.
+        empty = torch.storage.TypedStorage(wrap_storage=torch.UntypedStorage(0), dtype=dtype, _internal=True)
+        storage_class = _STORAGE_CLASSES[dtype] = describe_storage(empty)[1]
+    return storage_class
+
+
+def plain_tensor_reduction(tensor: torch.Tensor) -> tuple[Any, tuple[Any, ...]] | None:
+    """torch's own reduction of a plain CPU tensor, built faster; ``None`` for any other tensor.
+
+    ``Tensor.__reduce_ex__`` costs more than everything else pickling a small tensor takes.
+    For an exact ``torch.Tensor`` on the CPU, strided, neither quantized nor nested, without
+    Python state, backward hooks or conj/neg bits, of a dtype with a legacy storage class,
+    it returns ``(_rebuild_tensor_v2, (TypedStorage, offset, size, stride, requires_grad,
+    OrderedDict()))``; this returns the same with a :class:`StorageRef` for the TypedStorage,
+    which the exporter gives the same persistent id, so the pickle bytes are identical. A
+    fresh OrderedDict per tensor, as torch makes, keeps the pickler's memo numbering the same.
+    Non-leaf tensors that require grad keep torch's path.
+    """
+    if not (tensor.is_cpu and tensor.layout is torch.strided) or tensor.is_quantized or tensor.is_nested:
+        return None
+    if tensor.requires_grad and not tensor.is_leaf:
+        return None
+    if tensor._backward_hooks or torch._utils._get_obj_state(tensor) or torch._utils.get_tensor_metadata(tensor):
+        return None
+    dtype = tensor.dtype
+    if dtype in _NEW_DTYPES:
+        return None  # pickled with an UntypedStorage and _rebuild_tensor_v3
+    untyped = tensor.untyped_storage()
+    reference = StorageRef(untyped, _storage_class(dtype), untyped.nbytes() // tensor.element_size())
+    arguments = (
+        reference,
+        tensor.storage_offset(),
+        tuple(tensor.size()),
+        tensor.stride(),
+        tensor.requires_grad,
+        collections.OrderedDict(),
+    )
+    return torch._utils._rebuild_tensor_v2, arguments
+
+
+#: dtypes torch pickles with an untyped storage (no legacy storage class): torch's slow path.
+_NEW_DTYPES = frozenset(torch.storage._new_dtypes())
+
+
+#: Storages below this size are copied by :func:`storage_bytes`; the model's large ones never are.
+_SMALL_STORAGE = 1 << 12
+
+
 def storage_bytes(storage: torch.UntypedStorage) -> memoryview:
     """The storage's bytes without copying them (CPU storages; others are copied to CPU first)."""
     if storage.device.type != "cpu":
@@ -49,6 +121,9 @@ def storage_bytes(storage: torch.UntypedStorage) -> memoryview:
     size = storage.nbytes()
     if size == 0:
         return memoryview(b"")
+    if size < _SMALL_STORAGE:
+        # A copy of a small storage is made in one call; the aliasing view below takes several.
+        return memoryview(ctypes.string_at(storage.data_ptr(), size))
     # The view aliases the storage's memory and holds the storage, so that memory outlives
     # every use of the view - a CPU copy made just above included, and the writer hashes
     # large records in helper threads after this call returned.
@@ -84,6 +159,16 @@ def restore_location(storage: torch.UntypedStorage, location: str, map_location:
     return default_restore_location(storage, location) if moved is None else moved
 
 
+def fake_mode_possible() -> bool:
+    """Whether a FakeTensorMode could be active: only with a dispatch mode or a tracing context."""
+    return bool(torch._C._len_torch_dispatch_stack()) or torch._guards.TracingContext.try_get() is not None
+
+
+#: (dtype, device) -> an empty tensor whose ``new()`` makes the next one: that costs half of
+#: what ``torch.empty`` does, and loading makes one per tensor.
+_EMPTY_TENSORS: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
 def rebuild_tensor(
     storage: torch.storage.TypedStorage,
     storage_offset: int,
@@ -96,17 +181,17 @@ def rebuild_tensor(
     """What ``torch._utils._rebuild_tensor_v2`` does, minus its per-tensor fake-mode search.
 
     Pickled tensors name that function; loading calls it once per tensor, and its search for
-    an active FakeTensorMode costs more than building the tensor. Only with a dispatch mode
-    on the stack or a tracing context can there be one, so only then is torch's own used.
+    an active FakeTensorMode costs more than building the tensor. The unpickler hands out
+    this function instead only when :func:`fake_mode_possible` says no such mode can be on.
     """
-    if torch._C._len_torch_dispatch_stack() or torch._guards.TracingContext.try_get() is not None:
-        return torch._utils._rebuild_tensor_v2(
-            storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata
-        )
     untyped = storage._untyped_storage
-    tensor = torch.empty((0,), dtype=storage.dtype, device=untyped.device)
-    tensor.set_(untyped, storage_offset, size, stride)
-    tensor.requires_grad = requires_grad
+    key = (storage.dtype, untyped.device)
+    empty = _EMPTY_TENSORS.get(key)
+    if empty is None:
+        empty = _EMPTY_TENSORS[key] = torch.empty((0,), dtype=key[0], device=key[1])
+    tensor = empty.new().set_(untyped, storage_offset, size, stride)
+    if requires_grad:  # a new tensor does not require grad
+        tensor.requires_grad = True
     if metadata:
         torch._utils.set_tensor_metadata(tensor, metadata)
     tensor._backward_hooks = backward_hooks
