@@ -299,3 +299,22 @@ def test_torch_package_and_torchpack_importers_in_one_process_keep_their_sources
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("OK")
+
+
+def test_sparse_tensors_and_layouts_cross_both_ways(tmp_path):
+    """A layout pickles through copyreg (``torch.serialization._get_layout``), not by name."""
+    tp = torch_package
+    sparse = torch.sparse_coo_tensor([[0, 1], [1, 0]], [1.0, 2.0], (2, 2))
+    data = {"sparse": sparse, "layout": torch.sparse_csr}
+    ours, theirs = tmp_path / "ours.pt", tmp_path / "theirs.pt"
+    with torchpack.PackageExporter(ours) as exporter:
+        exporter.save_pickle("data", "sparse.pkl", data)
+    with tp.PackageExporter(str(theirs)) as exporter:
+        exporter.save_pickle("data", "sparse.pkl", data)
+    for loaded in (
+        tp.PackageImporter(str(ours)).load_pickle("data", "sparse.pkl"),
+        torchpack.PackageImporter(theirs).load_pickle("data", "sparse.pkl"),
+        torchpack.PackageImporter(ours, restricted=True).load_pickle("data", "sparse.pkl"),
+    ):
+        assert torch.equal(loaded["sparse"].to_dense(), sparse.to_dense())
+        assert loaded["layout"] is torch.sparse_csr

@@ -28,7 +28,8 @@ PersistentId = Callable[[Any], Any]
 
 _GLOBAL_TYPES = (type, FunctionType, BuiltinFunctionType)
 #: torch objects that pickle by name (``torch.float32`` is the global ``torch float32``).
-_NAMED_TORCH_OBJECTS = (torch.dtype, torch.layout, torch.memory_format, torch.qscheme)
+#: Not ``torch.layout``: copyreg reduces a layout to a call of ``torch.serialization._get_layout``.
+_NAMED_TORCH_OBJECTS = (torch.dtype, torch.memory_format, torch.qscheme)
 
 
 class _RecordingCPickler(pickle.Pickler):

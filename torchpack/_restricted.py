@@ -34,8 +34,9 @@ DEFAULT_ALLOWED_GLOBALS: tuple[str, ...] = (
     *sorted(
         f"torch.{name}"
         for name, value in vars(torch).items()
-        if isinstance(value, (torch.dtype, torch.layout, torch.memory_format, torch.qscheme))
+        if isinstance(value, (torch.dtype, torch.memory_format, torch.qscheme))
     ),
+    "torch.serialization._get_layout",  # how a layout pickles: a lookup by its name
     "collections.OrderedDict",
     "collections.defaultdict",
     "collections.deque",
