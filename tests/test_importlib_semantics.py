@@ -292,3 +292,96 @@ def test_fx_graph_module_of_environment_class_round_trips():
     loaded = PackageImporter(io.BytesIO(buf.getvalue())).load_pickle("fx", "gm.pkl")
     x = torch.randn(3, 4)
     assert torch.equal(loaded(x), gm(x))
+
+
+# -- importlib inside packaged code resolves names through the package ---------------------
+
+_BY_NAME_SOURCE = """
+import importlib
+import importlib.resources
+from importlib import resources, import_module
+
+def data_text():
+    return importlib.resources.files("byname.data").joinpath("info.txt").read_text()
+
+def legacy_text():
+    return resources.read_text("byname.data", "info.txt")
+
+def sibling():
+    return import_module("byname.sibling").WHO
+
+def relative_sibling():
+    return importlib.import_module(".sibling", "byname").WHO
+
+def json_module():
+    return importlib.import_module("json")
+
+def by_path(name):
+    with open(importlib.resources.files("byname.data") / name) as handle:
+        return handle.read()
+"""
+
+
+def _by_name_archive() -> bytes:
+    buf = io.BytesIO()
+    with PackageExporter(buf) as pe:
+        pe.save_source_string("byname", "", is_package=True)
+        pe.save_source_string("byname.user", _BY_NAME_SOURCE)
+        pe.save_source_string("byname.sibling", "WHO = 'packaged'\n")
+        pe.save_source_string("byname.data", "", is_package=True)
+        pe.save_text("byname.data", "info.txt", "from the archive")
+    return buf.getvalue()
+
+
+def test_importlib_by_name_finds_packaged_modules_and_resources() -> None:
+    # No module named "byname" exists in the environment: every lookup must go to the archive.
+    assert importlib.util.find_spec("byname") is None
+    user = PackageImporter(_by_name_archive()).import_module("byname.user")
+    assert user.data_text() == "from the archive"
+    assert user.legacy_text() == "from the archive"
+    assert user.sibling() == "packaged"
+    assert user.relative_sibling() == "packaged"
+    assert user.json_module() is sys.modules["json"]  # extern names still come from the environment
+    assert user.by_path("info.txt") == "from the archive"  # a real file, written once by content
+    with pytest.raises(FileNotFoundError, match="no resource 'byname/data/missing.txt'"):
+        user.by_path("missing.txt")
+    assert "byname" not in sys.modules and "byname.sibling" not in sys.modules
+
+
+def test_the_facade_is_private_to_the_package() -> None:
+    importer = PackageImporter(_by_name_archive())
+    user = importer.import_module("byname.user")
+    assert user.importlib is not importlib and user.importlib.resources is not importlib.resources
+    assert user.importlib.util is importlib.util  # everything else is the real module's
+    assert importlib.import_module.__module__ == "importlib"  # the environment is untouched
+
+
+def test_packaged_networkx_runs_where_networkx_is_not_installed(tmp_path: Path) -> None:
+    """networkx reads its atlas with importlib.resources.files("networkx.generators")."""
+    import subprocess
+
+    archive = tmp_path / "nx.pt"
+    with PackageExporter(archive) as pe:
+        pe.intern("networkx.**")
+        pe.extern(["numpy.**", "scipy.**", "pandas.**"])
+        pe.mock("**", allow_empty=True)
+        pe.save_module("networkx")
+        # Data files are not modules: they travel as resources, saved explicitly.
+        atlas = Path(importlib.util.find_spec("networkx").origin).parent / "generators" / "atlas.dat.gz"
+        pe.save_binary("networkx.generators", "atlas.dat.gz", atlas.read_bytes())
+    script = f"""
+import sys
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "networkx":
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, NotInstalled())
+from torchpack import PackageImporter
+nx = PackageImporter({str(archive)!r}).import_module("networkx")
+assert nx.path_graph(4).number_of_edges() == 3
+assert len(nx.graph_atlas_g()) == 1253
+assert "networkx" not in sys.modules
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout == "ok\n", result.stderr[-2000:]

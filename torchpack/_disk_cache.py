@@ -11,9 +11,12 @@ Set ``TORCHPACK_CACHE_DIR`` to move it, or to an empty string to turn it off.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import importlib.util
 import marshal
 import os
+import shutil
 import tempfile
 import types
 from pathlib import Path
@@ -21,10 +24,12 @@ from pathlib import Path
 _MAGIC = importlib.util.MAGIC_NUMBER.hex()
 
 #: Cache kinds. IMPORTS and CODE are keyed by source digest; VERIFIED holds empty markers,
-#: one per large record of an archive file that matched its integrity digest.
+#: one per large record of an archive file that matched its integrity digest; RESOURCES holds
+#: resource files given a file-system path, keyed by content digest.
 IMPORTS = "imports-v2"
 CODE = "code"
 VERIFIED = "verified"
+RESOURCES = "resources"
 
 
 def cache_root() -> Path | None:
@@ -86,3 +91,32 @@ def compile_module(source: str, source_digest: str, filename: str) -> types.Code
     code = compile(source, _PLACEHOLDER_FILENAME, "exec", dont_inherit=True)
     store(CODE, source_digest, marshal.dumps(code))
     return _with_filename(code, filename)
+
+
+_scratch_folder: str | None = None
+
+
+def resource_file(data: bytes, filename: str) -> str:
+    """A read-only file holding ``data`` and named ``filename``, for code that needs a real path.
+
+    Content-addressed, so each distinct resource is written once per user; with the cache
+    turned off, into a folder of this process that is removed when it exits.
+    """
+    global _scratch_folder
+    digest = hashlib.sha256(data).hexdigest()
+    folder = _path(RESOURCES, digest)
+    if folder is None:
+        if _scratch_folder is None:
+            _scratch_folder = tempfile.mkdtemp(prefix="torchpack-resources-")
+            atexit.register(shutil.rmtree, _scratch_folder, True)
+        folder = Path(_scratch_folder) / digest
+    path = folder / filename
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(temp, 0o444)
+        os.replace(temp, path)
+    return str(path)
+

@@ -33,6 +33,7 @@ from . import _disk_cache as disk_cache
 from . import _records as records
 from ._archive_reader import ArchiveReader, ArchiveSource, MmapMode, open_archive
 from ._gc import collector_paused
+from ._importlib_facade import FACADE_MODULES, make_facades
 from ._integrity import CheckedReader, extern_version_mismatches, read_integrity
 from ._mangling import PackageMangler, demangle
 from ._pickling import PackageUnpickler
@@ -459,6 +460,12 @@ class PackageImporter(Importer):
         return module
 
     def _load(self, name: str) -> Any:
+        if name in FACADE_MODULES and self._is_extern(name):
+            # Packaged code's importlib resolves module names through this importer.
+            facades = make_facades(self.import_module)
+            for facade_name, facade in facades.items():
+                self.modules.setdefault(facade_name, facade)
+            return self.modules[name]
         if self._is_extern(name):
             module = importlib.import_module(name)
             self.modules[name] = module

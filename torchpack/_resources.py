@@ -13,6 +13,8 @@ import posixpath
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import _disk_cache as disk_cache
+
 try:  # Python >= 3.11
     from importlib.resources.abc import Traversable, TraversableResources
 except ImportError:  # pragma: no cover - Python 3.10
@@ -87,6 +89,19 @@ class ArchivePath(Traversable):
             kwargs.setdefault("encoding", "utf-8")
             return io.TextIOWrapper(data, *args, **kwargs)
         raise ValueError(f"resources inside a package are read-only; mode {mode!r} is not supported")
+
+    def __fspath__(self) -> str:
+        """A real file with this resource's bytes, for code that opens resources by path.
+
+        ``importlib.resources`` promises a Traversable, yet libraries pass what ``files()``
+        returned to ``open`` or ``gzip.open`` (networkx does), which works with an installed
+        package's ``pathlib.Path``. Files are written once into torchpack's cache, by content.
+        """
+        if self.is_dir():
+            raise TypeError(f"resource folder {self._path!r} of a package has no file-system path")
+        if not self.is_file():
+            raise FileNotFoundError(f"no resource {self._path!r} in the package (save it with save_binary)")
+        return disk_cache.resource_file(self._archive.read(self._path), self.name)
 
     def read_bytes(self) -> bytes:
         with self.open("rb") as handle:
