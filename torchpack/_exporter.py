@@ -31,9 +31,10 @@ from ._stdlib import is_stdlib_module
 from ._storage import PLAIN_TYPES, StorageRef, describe_storage, is_storage, storage_bytes, storage_location
 from ._torchscript import TorchScriptWriter, script_module_storages
 from .errors import BrokenModule, BrokenReason, EmptyMatchError, PackagingError, TorchpackError
-from .importer import Importer, OrderedImporter, sys_importer
+from .importer import PACKAGE_IMPORTER_MODULE, Importer, OrderedImporter, sys_importer
 
-ActionHook = Callable[["PackageExporter", str], None]
+#: ``hook(exporter, module_name)``, called at close for each module of one action.
+ActionHook = Callable[["PackageExporter", str], None]  # the exporter, then the module name
 
 
 @dataclass
@@ -68,7 +69,7 @@ class PackageExporter:
         if isinstance(importer, Importer):
             self.importer = importer
         elif isinstance(importer, collections.abc.Sequence):
-            self.importer = OrderedImporter(*importer)
+            self.importer = OrderedImporter(*tuple(importer))
         else:
             raise TypeError(f"importer must be an Importer or a sequence of Importers, not {type(importer).__name__}")
         self.debug = debug
@@ -128,7 +129,7 @@ class PackageExporter:
     # -- dependency resolution --------------------------------------------------------------
 
     @staticmethod
-    def _can_implicitly_extern(module_name: str) -> bool:
+    def _is_implicit_extern(module_name: str) -> bool:
         top = module_name.partition(".")[0]
         return top == "torch" or is_stdlib_module(top)
 
@@ -138,20 +139,20 @@ class PackageExporter:
         if module_name in graph.nodes and graph.nodes[module_name].provided:
             return
         node = graph.node(module_name)
-        if module_name == "torch_package_importer":
+        if module_name == PACKAGE_IMPORTER_MODULE:
             node.action, node.provided = ModuleAction.SKIP, True
             return
         if module_name == MOCK_SUPPORT_MODULE:
             node.action, node.provided = ModuleAction.REPACKAGED_MOCK_MODULE, True
             return
-        if self._can_implicitly_extern(module_name):
+        if self._is_implicit_extern(module_name):
             node.action, node.provided = ModuleAction.EXTERN, True
             return
         for pattern, rule in self.patterns.items():
             if pattern.matches(module_name):
                 rule.was_matched = True
                 if rule.action is ModuleAction.INTERN:
-                    self._intern_module(module_name, dependencies)
+                    self._add_interned(module_name, dependencies)
                 else:
                     node.action, node.provided = rule.action, True
                     if rule.action is ModuleAction.DENY:
@@ -159,7 +160,7 @@ class PackageExporter:
                 return
         node.broken = BrokenReason.NO_ACTION
 
-    def _intern_module(self, module_name: str, dependencies: bool) -> None:
+    def _add_interned(self, module_name: str, dependencies: bool) -> None:
         node = self.dependency_graph.node(module_name)
         node.action, node.provided = ModuleAction.INTERN, True
         try:
@@ -207,7 +208,7 @@ class PackageExporter:
         parts = module_name.split(".")
         for depth in range(1, len(parts)):
             ancestor = ".".join(parts[:depth])
-            if self._can_implicitly_extern(ancestor) or any(p.matches(ancestor) for p in self.patterns):
+            if self._is_implicit_extern(ancestor) or any(p.matches(ancestor) for p in self.patterns):
                 self._depend(user, ancestor)
 
     def _is_known_module(self, name: str) -> bool:
@@ -228,7 +229,7 @@ class PackageExporter:
         """Intern ``module_name`` with its source, whatever the patterns say."""
         if not isinstance(module_name, str):
             raise TypeError("save_module() expects a module name string; to save an object use save_pickle()")
-        self._intern_module(module_name, dependencies)
+        self._add_interned(module_name, dependencies)
 
     def save_source_string(
         self, module_name: str, src: str, is_package: bool = False, dependencies: bool = True
@@ -286,7 +287,7 @@ class PackageExporter:
         self._writer.stage_record(filename, data)
 
     def _first_action(self, module_name: str) -> ModuleAction | None:
-        if self._can_implicitly_extern(module_name):
+        if self._is_implicit_extern(module_name):
             return None
         for pattern, rule in self.patterns.items():
             if pattern.matches(module_name):
@@ -366,7 +367,7 @@ class PackageExporter:
 
     def all_paths(self, src: str, dst: str) -> str:
         """DOT graph of every dependency path from ``src`` to ``dst``."""
-        return self.dependency_graph.all_paths(src, dst)
+        return self.dependency_graph.all_paths(source=src, target=dst)
 
     def dependency_graph_string(self) -> str:
         """DOT graph of every dependency recorded so far."""

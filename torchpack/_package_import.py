@@ -1,7 +1,7 @@
 """PackageImporter: an isolated import system over the contents of one archive.
 
 It follows CPython's ``importlib._bootstrap`` (``__import__``, ``_gcd_import``,
-``_find_and_load``, ``_handle_fromlist``) with ``self.modules`` in place of ``sys.modules``:
+``_find_and_load``, ``_handle_fromlist`` - ours is ``_load_fromlist``) with ``self.modules`` in place of ``sys.modules``:
 packaged code sees only the package's own modules plus the extern ones. Each module is
 registered under its *mangled* name in ``sys.modules`` too - never under its real name - so
 that tools which look a class's module up there (pickle, inspect, dataclasses, typing) work
@@ -24,10 +24,12 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable
+from importlib.util import module_from_spec
 from types import ModuleType
 from typing import Any, Literal
 
 import torch
+from torch._utils import _validate_loaded_sparse_tensors as validate_loaded_sparse_tensors
 
 from . import _disk_cache as disk_cache
 from . import _records as records
@@ -54,9 +56,9 @@ from ._restricted import GlobalPolicy
 from .errors import ArchiveFormatError, ExternVersionError, ExternVersionWarning
 from .file_structure_representation import Directory, directory_from_records
 from ._resolution import module_exists
-from .importer import Importer, sys_importer
+from .importer import PACKAGE_IMPORTER_MODULE, Importer, sys_importer
 
-_NEEDS_LOADING = object()
+_NOT_LOADED = object()
 
 #: When records are checked against the integrity record: each as it is first used ("on-use"),
 #: every record when the importer opens ("eager"), or as "on-use" except the tensor records that
@@ -125,10 +127,8 @@ class PackageImporter(Importer):
         if integrity not in ("on-use", "eager", "trust-mapped"):
             raise ValueError(f"integrity must be 'on-use', 'eager' or 'trust-mapped', not {integrity!r}")
         reader = open_archive(file_or_buffer, use_mmap=mmap)
-        if isinstance(file_or_buffer, (str, os.PathLike)):
-            self.filename = os.fspath(file_or_buffer)
-        else:
-            self.filename = "<binary>"
+        is_path = isinstance(file_or_buffer, (str, os.PathLike))
+        self.filename = os.fspath(file_or_buffer) if is_path else "<binary>"
         self.integrity_record = read_integrity(reader)
         if self.integrity_record is None:
             self.zip_reader: ArchiveReader | CheckedReader = reader
@@ -139,7 +139,7 @@ class PackageImporter(Importer):
         self._trust_mapped = integrity == "trust-mapped"
         self._check_version()
         self._record_names = self.zip_reader.names()
-        self.extern_modules = self._read_extern()
+        self.extern_modules = self._extern_module_names()
         for extern in self.extern_modules:
             if not module_allowed(extern):
                 raise ImportError(
@@ -161,7 +161,7 @@ class PackageImporter(Importer):
             GlobalPolicy(frozenset(self._index) - self._extern_set, allowed_globals) if restricted else None
         )
         self._mangler = PackageMangler()
-        self.modules = {"torch_package_importer": self}
+        self.modules = {PACKAGE_IMPORTER_MODULE: self}
         # Packaged code imports through this importer: its modules get these builtins.
         self._builtins = dict(builtins.__dict__)
         self._builtins["__import__"] = self.__import__
@@ -195,7 +195,7 @@ class PackageImporter(Importer):
             raise ExternVersionError(message)
         warnings.warn(message, ExternVersionWarning, stacklevel=3)
 
-    def _read_extern(self) -> list[str]:
+    def _extern_module_names(self) -> list[str]:
         if not self.zip_reader.has_record(records.EXTERN_MODULES):
             return []
         text = self.zip_reader.read(records.EXTERN_MODULES).decode("utf-8")
@@ -347,7 +347,7 @@ class PackageImporter(Importer):
         finally:
             self._load_state.map_location = None
             self._load_state.storage_context = None
-        torch._utils._validate_loaded_sparse_tensors()
+        validate_loaded_sparse_tensors()
         return result
 
     def _storage_for_key(self, pickle_name: str, key: str) -> torch.UntypedStorage:
@@ -398,9 +398,10 @@ class PackageImporter(Importer):
         else:
             module = self._gcd_import(name, self._calc_package(globals or {}), level)
         if fromlist:
-            return self._handle_fromlist(module, fromlist)
+            return self._load_fromlist(module, fromlist)
         if level == 0:
-            return self._gcd_import(name.partition(".")[0])
+            top_level = name.partition(".")[0]
+            return self._gcd_import(top_level)
         if not name:
             return module
         # `import .a.b`-style relative imports without fromlist return the module that the
@@ -435,10 +436,10 @@ class PackageImporter(Importer):
             return self._find_and_load(name)
 
     def _find_and_load(self, name: str) -> Any:
-        module = self.modules.get(name, _NEEDS_LOADING)
+        module = self.modules.get(name, _NOT_LOADED)
         if module is None:
             raise ModuleNotFoundError(f"import of {name} halted; None in modules", name=name)
-        if module is not _NEEDS_LOADING:
+        if module is not _NOT_LOADED:
             return module
         parent = name.rpartition(".")[0]
         if self._is_extern(name):
@@ -456,7 +457,7 @@ class PackageImporter(Importer):
         if parent:
             parent_module = self.modules[parent]
             if getattr(parent_module, "__loader__", None) is self:
-                setattr(parent_module, name.rpartition(".")[2], module)
+                setattr(parent_module, name.rpartition(".")[2], module)  # `import a.b` binds b on a
         return module
 
     def _load(self, name: str) -> Any:
@@ -482,7 +483,7 @@ class PackageImporter(Importer):
     def _make_module(self, name: str, entry: _ModuleEntry) -> ModuleType:
         mangled_name = self._mangler.mangle(name)
         spec = importlib.machinery.ModuleSpec(name, self, origin=None, is_package=entry.is_package)
-        module = importlib.util.module_from_spec(spec)
+        module = module_from_spec(spec)
         namespace = module.__dict__
         namespace["__name__"] = mangled_name
         namespace["__builtins__"] = self._builtins
@@ -513,7 +514,7 @@ class PackageImporter(Importer):
                 raise
         return module
 
-    def _handle_fromlist(self, module: Any, fromlist: Any, *, recursive: bool = False) -> Any:
+    def _load_fromlist(self, module: Any, fromlist: Any, *, recursive: bool = False) -> Any:
         module_name = self._mangler.demangle(module.__name__)
         if not hasattr(module, "__path__"):
             return module
@@ -522,8 +523,8 @@ class PackageImporter(Importer):
                 where = f"{module_name}.__all__" if recursive else "``from list''"
                 raise TypeError(f"Item in {where} must be str, not {type(item).__name__}")
             if item == "*":
-                if not recursive and hasattr(module, "__all__"):
-                    self._handle_fromlist(module, module.__all__, recursive=True)
+                if hasattr(module, "__all__") and not recursive:
+                    self._load_fromlist(module, module.__all__, recursive=True)
             elif not hasattr(module, item):
                 submodule = f"{module_name}.{item}"
                 try:
@@ -531,7 +532,7 @@ class PackageImporter(Importer):
                 except ModuleNotFoundError as error:
                     # `from pkg import name` where name is neither attribute nor submodule is
                     # reported by the caller as ImportError, as in CPython.
-                    if error.name == submodule and self.modules.get(submodule, _NEEDS_LOADING) is not None:
+                    if error.name == submodule and self.modules.get(submodule, _NOT_LOADED) is not None:
                         continue
                     raise
         return module

@@ -180,7 +180,7 @@ def _find_sys_spec(name: str) -> importlib.machinery.ModuleSpec | None:
 
 def _source_of_module(module: ModuleType) -> tuple[str | None, str | None]:
     """(source, origin file) of an already-imported module; no source for C extensions."""
-    filename = getattr(module, "__file__", None)
+    filename = module.__dict__.get("__file__")
     loader = getattr(module, "__loader__", None)
     # A package loaded from an archive folder without __init__.py has no file but is
     # still source (empty) that its PackageImporter can give back.

@@ -40,7 +40,7 @@ def resolve_relative(name: str, package: str, level: int) -> str:
     if len(bits) < level or not package:
         raise ImportError(f"attempted relative import beyond top-level package ({'.' * level}{name} from {package!r})")
     base = bits[0]
-    return f"{base}.{name}" if name else base
+    return base if not name else f"{base}.{name}"
 
 
 def _constant(node: ast.AST | None) -> object:

@@ -32,7 +32,7 @@ def is_storage(obj: Any) -> bool:
 
 def describe_storage(obj: Any) -> tuple[torch.UntypedStorage, Any, int]:
     """(untyped storage, storage class to pickle, element count) of a typed or untyped storage."""
-    if isinstance(obj, torch.storage.TypedStorage):
+    if not isinstance(obj, torch.UntypedStorage):  # a TypedStorage, see is_storage
         # The underscored forms: the public ones warn that TypedStorage is deprecated, and
         # silencing that per storage costs more than the rest of this function.
         return obj._untyped_storage, getattr(torch, obj._pickle_storage_type()), obj._size()

@@ -21,9 +21,9 @@ class Directory:
     def __init__(self, name: str, is_dir: bool) -> None:
         self.name = name
         self.is_dir = is_dir
-        self.children: dict[str, Directory] = {}
+        self.children: dict[str, "Directory"] = {}
 
-    def _get_dir(self, dirs: list[str]) -> "Directory":
+    def _subdirectory(self, dirs: list[str]) -> "Directory":
         """The sub-folder at ``dirs``, created on the way if missing."""
         folder = self
         for part in dirs:
@@ -32,7 +32,7 @@ class Directory:
 
     def _add_file(self, file_path: str) -> None:
         *dirs, file_name = file_path.split("/")
-        self._get_dir(dirs).children[file_name] = Directory(file_name, False)
+        self._subdirectory(dirs).children[file_name] = Directory(file_name, False)
 
     def has_file(self, filename: str) -> bool:
         """Whether ``filename`` (a ``/``-separated path relative to this folder) exists here.

@@ -8,8 +8,8 @@ of loaded objects possible: ``PackageExporter(f, importer=(package_importer, sys
 
 from __future__ import annotations
 
-import importlib
 import pickle
+from importlib import import_module as _import_from_environment
 from abc import ABC, abstractmethod
 from types import ModuleType
 from typing import Any
@@ -18,6 +18,9 @@ from ._mangling import demangle, get_mangle_prefix, is_mangled
 from .errors import ObjMismatchError, ObjNotFoundError
 
 __all__ = ["Importer", "OrderedImporter", "sys_importer"]
+
+#: The module name under which packaged code finds the PackageImporter that loaded it.
+PACKAGE_IMPORTER_MODULE = "torch_package_importer"
 
 
 def _resolve_qualname(module: ModuleType, qualname: str) -> Any:
@@ -82,7 +85,7 @@ class Importer(ABC):
 
     def whichmodule(self, obj: Any, name: str) -> str:
         """The name of the module that defines ``obj`` (``__module__``, else ``__main__``)."""
-        module_name = getattr(obj, "__module__", None)
+        module_name: str | None = getattr(obj, "__module__", None)
         return module_name if module_name is not None else "__main__"
 
 
@@ -90,7 +93,7 @@ class _SysImporter(Importer):
     """The running interpreter's own import system."""
 
     def import_module(self, module_name: str) -> ModuleType:
-        return importlib.import_module(module_name)
+        return _import_from_environment(module_name)
 
     def whichmodule(self, obj: Any, name: str) -> str:
         return pickle.whichmodule(obj, name)
@@ -111,20 +114,20 @@ class OrderedImporter(Importer):
             if not isinstance(importer, Importer):
                 raise TypeError(f"{importer!r} is not an Importer: each importer must subclass torchpack.Importer")
             try:
-                module = importer.import_module(module_name)
+                candidate = importer.import_module(module_name)
             except ModuleNotFoundError as error:
                 last_error = error
                 continue
             # The interpreter may hold placeholder modules a PackageImporter created
             # (e.g. mangled names); those are not the environment's real modules.
-            if importer is sys_importer and is_mangled(getattr(module, "__name__", "")):
+            if importer is sys_importer and is_mangled(getattr(candidate, "__name__", "")):
                 continue
-            return module
+            return candidate
         raise ModuleNotFoundError(f"No module named '{module_name}'", name=module_name) from last_error
 
     def whichmodule(self, obj: Any, name: str) -> str:
         for importer in self._importers:
-            module_name = importer.whichmodule(obj, name)
-            if module_name != "__main__":
-                return module_name
+            candidate_name = importer.whichmodule(obj, name)
+            if candidate_name != "__main__":
+                return candidate_name
         return "__main__"
