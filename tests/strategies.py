@@ -184,14 +184,7 @@ EXTRA_DTYPES = [
 ALL_DTYPES = CORE_DTYPES + EXTRA_DTYPES
 """Every dtype torch.package round-trips (checked against torch 2.13)."""
 
-GRAD_DTYPES = {
-    torch.float16,
-    torch.bfloat16,
-    torch.float32,
-    torch.float64,
-    torch.complex64,
-    torch.complex128,
-}
+GRAD_DTYPES = {dtype for dtype in CORE_DTYPES if dtype.is_floating_point or dtype.is_complex}
 """Dtypes for which a Parameter may have requires_grad=True."""
 
 shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3)

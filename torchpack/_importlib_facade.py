@@ -22,8 +22,8 @@ from typing import Any
 #: The modules packaged code gets a facade of, instead of the environment's.
 FACADE_MODULES = ("importlib", "importlib.resources")
 
-#: ``importlib.resources`` functions whose first argument may name a package by string.
-_ANCHORED_FUNCTIONS = ("files", "read_text", "read_binary", "open_text", "open_binary", "path", "contents", "is_resource")
+#: ``importlib.resources`` functions besides ``files`` whose first argument may name a package by string.
+_ANCHORED_FUNCTIONS = ("read_text", "read_binary", "open_text", "open_binary", "path", "contents", "is_resource")
 
 
 def _facade_of(real: ModuleType) -> ModuleType:
@@ -45,14 +45,21 @@ def _anchored(real_function: Callable[..., Any], resolve: Callable[[Any], Any]) 
         for keyword in ("anchor", "package"):
             if keyword in kwargs:
                 kwargs[keyword] = resolve(kwargs[keyword])
-        if real_function.__name__ == "files" and not args and kwargs.get("anchor") is None:
-            # files() without an anchor means the caller's package; the real function would
-            # take this wrapper for the caller, so the caller is named here.
-            kwargs.pop("anchor", None)
-            args = (sys.modules[sys._getframe(1).f_globals["__name__"]],)
         return real_function(*args, **kwargs)
 
     return through_the_importer
+
+
+def _files(real_files: Callable[..., Any], resolve: Callable[[Any], Any]) -> Callable[..., Any]:
+    @functools.wraps(real_files)
+    def files(anchor: Any = None) -> Any:
+        if anchor is None:
+            # files() without an anchor means the caller's package; the real function would
+            # take this wrapper for the caller, so the caller is named here.
+            return real_files(sys.modules[sys._getframe(1).f_globals["__name__"]])
+        return real_files(resolve(anchor))
+
+    return files
 
 
 def make_facades(import_module: Callable[..., ModuleType]) -> dict[str, ModuleType]:
@@ -65,6 +72,7 @@ def make_facades(import_module: Callable[..., ModuleType]) -> dict[str, ModuleTy
     resources = _facade_of(importlib.resources)
     package.import_module = import_module  # type: ignore[attr-defined]
     package.resources = resources  # type: ignore[attr-defined]
+    resources.files = _files(importlib.resources.files, resolve)  # type: ignore[attr-defined]
     for name in _ANCHORED_FUNCTIONS:
         real_function = getattr(importlib.resources, name, None)
         if real_function is not None:

@@ -195,6 +195,10 @@ class CheckedReader:
         self._reader = reader
         self._integrity = integrity
         self._checked: set[str] = set()
+        # Identifies the file for remembered checks; resolved once, not per record.
+        self._file_key = None
+        if reader.file_identity is not None:
+            self._file_key = "\0".join([os.path.realpath(reader.name), *map(str, reader.file_identity)])
         self.name = reader.name
         self.mapped = reader.mapped
         self.top_folder = reader.top_folder
@@ -238,11 +242,9 @@ class CheckedReader:
         (device, inode, size, mtime, ctime) is unchanged still holds the bytes that were
         checked, since any write to it moves its ctime - which no user can set back.
         """
-        identity = self._reader.file_identity
-        if identity is None:
+        if self._file_key is None:
             return None
-        text = "\0".join([os.path.realpath(self.name), *map(str, identity), name, expected.sha256])
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(f"{self._file_key}\0{name}\0{expected.sha256}".encode()).hexdigest()
 
     def verify_all(self) -> None:
         """Hash every record now (mapped tensors included); raise on the first mismatch."""

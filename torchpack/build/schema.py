@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .labels import Label, LabelError, parse_label
+from .toml_positions import locate_key, syntax_position
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -239,7 +240,7 @@ class _Checker:
         self.file, self.target, self.text = file, target, text
 
     def error(self, path: tuple[str | int, ...], message: str) -> BuildFileError:
-        line = _locate(self.text, (self.target, *path)) if self.text is not None else None
+        line = locate_key(self.text, (self.target, *path)) if self.text is not None else None
         return BuildFileError(self.file, message, target=self.target, key=format_key(path) or None, line=line)
 
     def expect(self, value: Any, kind: type | tuple[type, ...], what: str, path: tuple[str | int, ...]) -> Any:
@@ -500,7 +501,7 @@ def parse_build_file(root: Path, package: str) -> dict[str, Target]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line, column, message = _syntax_position(exc, text)
+        line, column, message = syntax_position(exc, text)
         raise BuildFileError(label_file, f"TOML syntax error: {message}", line=line, column=column) from None
 
     targets = {}
@@ -509,14 +510,14 @@ def parse_build_file(root: Path, package: str) -> dict[str, Target]:
             raise BuildFileError(
                 label_file,
                 f"top-level key '{name}' is not a target: declare each target as a table, e.g. [{name}]",
-                line=_locate(text, (name,)),
+                line=locate_key(text, (name,)),
             )
         if not _NAME_RE.fullmatch(name):
             raise BuildFileError(
                 label_file,
                 "invalid target name: use letters, digits, '_', '-', '.' and '+'",
                 target=name,
-                line=_locate(text, (name,)),
+                line=locate_key(text, (name,)),
             )
         targets[name] = parse_target(table, Label(package, name), file=label_file, text=text, root=root)
 
@@ -525,7 +526,7 @@ def parse_build_file(root: Path, package: str) -> dict[str, Target]:
         if target.out in outs:
             raise BuildFileError(
                 label_file, f"'{target.out}' is also the output of target '{outs[target.out]}'",
-                target=name, key="out", line=_locate(text, (name, "out")),
+                target=name, key="out", line=locate_key(text, (name, "out")),
             )
         outs[target.out] = name
     return targets
@@ -554,66 +555,4 @@ def target_error(root: Path, label: Label, path: tuple[str | int, ...], message:
     except (OSError, UnicodeDecodeError):
         text = None  # e.g. a Bazel sandbox holds the definition, not the BUILD.toml
     key = path[0] if len(path) == 1 and isinstance(path[0], str) and "/" in path[0] else format_key(path)
-    return BuildFileError(label.build_file, message, target=label.name, key=key or None, line=_locate(text, (label.name, *path)))
-
-
-def _syntax_position(exc: Exception, text: str) -> tuple[int | None, int | None, str]:
-    # Python 3.14 gives lineno/colno attributes; older tomllib only puts them in the message.
-    message = str(exc)
-    line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)
-    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
-    if match:
-        message = message[: match.start()]
-        line, column = line or int(match.group(1)), column or int(match.group(2))
-    elif message.endswith("(at end of document)"):
-        message = message[: -len("(at end of document)")].rstrip() + " at the end of the file"
-        lines = text.splitlines() or [""]
-        line, column = len(lines), len(lines[-1]) + 1
-    return line, column, message
-
-
-_KEY_TOKEN_RE = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([A-Za-z0-9_-]+))\s*(\.)?')
-
-
-def _split_key(text: str) -> tuple[list[str], str]:
-    """Parse a dotted TOML key at the start of ``text``; return the parts and the rest."""
-    parts: list[str] = []
-    pos = 0
-    while True:
-        match = _KEY_TOKEN_RE.match(text, pos)
-        if not match:
-            return parts, text[pos:]
-        basic, literal, bare = match.groups()[:3]
-        parts.append(json.loads(f'"{basic}"') if basic is not None else literal if literal is not None else bare)
-        pos = match.end()
-        if not match.group(4):
-            return parts, text[pos:]
-
-
-def _locate(text: str | None, path: tuple[str | int, ...]) -> int | None:
-    """Best-effort line of the deepest table header or key that leads to ``path``.
-
-    tomllib keeps no positions, so this scans headers and ``key =`` lines; multi-line strings
-    can fool it, which only costs a less precise line number.
-    """
-    if text is None:
-        return None
-    wanted = [p for p in path if isinstance(p, str)]
-    best, best_depth = None, 0
-    header: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("["):
-            parts, rest = _split_key(line.lstrip("["))
-            if not rest.lstrip().startswith("]"):
-                continue
-            header, full = parts, parts
-        else:
-            parts, rest = _split_key(line)
-            if not parts or not rest.startswith("="):
-                continue
-            full = header + parts
-        depth = len(full)
-        if depth > best_depth and wanted[:depth] == full:
-            best, best_depth = number, depth
-    return best
+    return BuildFileError(label.build_file, message, target=label.name, key=key or None, line=locate_key(text, (label.name, *path)))
