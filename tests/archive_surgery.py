@@ -8,12 +8,14 @@ only its meaning is wrong).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import struct
 import zipfile
 import zlib
+
+from torchpack._digest import HEX_DIGESTS
+from torchpack._records import SERIALIZATION_ID, serialization_id
 
 INTEGRITY = ".data/torchpack/integrity.json"
 
@@ -74,10 +76,12 @@ def rebuild(
     raw_names: dict[str, str] | None = None,
     compress: tuple[str, ...] = (),
     refresh_integrity: bool = True,
+    digest: str | None = None,
 ) -> bytes:
     """A new ZIP with records replaced, dropped, added or renamed (``raw_names`` maps a record
     to the full name to write, top folder included); ``refresh_integrity`` rewrites the
-    integrity record to describe the result, so only the edit's meaning is wrong."""
+    integrity record to describe the result, so only the edit's meaning is wrong, with the
+    ``digest`` algorithm if given (else the one the record names)."""
     with zipfile.ZipFile(io.BytesIO(data)) as source:
         top = source.infolist()[0].filename.partition("/")[0]
         contents = {info.filename.partition("/")[2]: source.read(info) for info in source.infolist()}
@@ -87,8 +91,14 @@ def rebuild(
     contents.update(add or {})
     if refresh_integrity and INTEGRITY in contents:
         document = json.loads(contents[INTEGRITY])
+        if digest is not None and SERIALIZATION_ID in contents:
+            # Derived from the other records' digests, as the exporter derives it.
+            contents[SERIALIZATION_ID] = serialization_id(
+                {name: HEX_DIGESTS[digest](body) for name, body in contents.items() if name not in (INTEGRITY, SERIALIZATION_ID)}
+            ).encode()
+        document["digest"] = algorithm = digest or document["digest"]
         document["records"] = {
-            name: {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+            name: {algorithm: HEX_DIGESTS[algorithm](body), "size": len(body)}
             for name, body in sorted(contents.items())
             if name != INTEGRITY
         }

@@ -3,14 +3,16 @@ deterministic, that torch.package ignores it, and the extern-version check built
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import io
 import json
+import os
 import platform
+import shutil
 import zipfile
 from pathlib import Path
 
+import blake3
 import pytest
 import torch
 
@@ -21,13 +23,25 @@ from torchpack._archive_reader import open_archive
 from torchpack._integrity import extern_version_mismatches, read_integrity, verify_records
 
 
-def test_lists_every_other_record_with_size_and_sha256() -> None:
+def test_lists_every_other_record_with_size_and_blake3() -> None:
     contents = records(valid_archive())
     document = json.loads(contents[INTEGRITY])
     assert set(document["records"]) == set(contents) - {INTEGRITY}
     for name, entry in document["records"].items():
-        assert entry == {"sha256": hashlib.sha256(contents[name]).hexdigest(), "size": len(contents[name])}
-    assert document["schema"] == 1 and document["digest"] == "sha256"
+        assert entry == {"blake3": blake3.blake3(contents[name]).hexdigest(), "size": len(contents[name])}
+    assert document["schema"] == 1 and document["digest"] == "blake3"
+
+
+def test_sha256_integrity_records_are_read_and_checked() -> None:
+    """The record names its algorithm; SHA-256 ones (torchpack before BLAKE3) still load."""
+    archive = rebuild(valid_archive(), digest="sha256")
+    document = json.loads(records(archive)[INTEGRITY])
+    assert document["digest"] == "sha256" and all("sha256" in entry for entry in document["records"].values())
+    assert verify_records(open_archive(archive)) == []
+    assert PackageImporter(archive).load_text("zoo", "readme.txt") == "hello"
+    tampered = rebuild(archive, replace={"zoo/readme.txt": b"HELLO"}, refresh_integrity=False)
+    with pytest.raises(IntegrityError, match=r"'zoo/readme\.txt' does not match its integrity digest \(sha256 "):
+        PackageImporter(tampered).load_text("zoo", "readme.txt")
 
 
 def test_provenance_names_tool_versions_and_extern_distributions(tmp_path: Path) -> None:
@@ -134,7 +148,9 @@ def test_large_mapped_records_are_hashed_once_per_unchanged_file(tmp_path: Path,
     hashed: list[str] = []
     original = integrity.digest_problem
     monkeypatch.setattr(integrity, "digest_problem", lambda name, *rest: hashed.append(name) or original(name, *rest))
-    path = _big_archive(tmp_path / "big.pt")
+    # A copy is a new file (new inode): nothing is remembered of it.
+    path = tmp_path / "copy.pt"
+    shutil.copyfile(_big_archive(tmp_path / "big.pt"), path)
 
     first = PackageImporter(path).load_pickle("data", "big.pkl")["w"]
     assert ".data/0.storage" in hashed
@@ -143,6 +159,21 @@ def test_large_mapped_records_are_hashed_once_per_unchanged_file(tmp_path: Path,
     assert ".data/0.storage" not in hashed  # remembered: the file is the one checked before
     assert torch.equal(first, second)
     assert list((tmp_path / "cache" / "verified").rglob("*"))
+
+
+def test_an_archive_this_machine_just_wrote_is_not_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchpack._integrity as integrity
+
+    monkeypatch.setenv("TORCHPACK_CACHE_DIR", str(tmp_path / "cache"))
+    hashed: list[str] = []
+    original = integrity.digest_problem
+    monkeypatch.setattr(integrity, "digest_problem", lambda name, *rest: hashed.append(name) or original(name, *rest))
+    path = _big_archive(tmp_path / "big.pt")
+    PackageImporter(path).load_pickle("data", "big.pkl")
+    assert ".data/0.storage" not in hashed  # the exporter hashed these very bytes as it wrote them
+    os.utime(path)  # any change of the file's identity voids what the exporter remembered
+    PackageImporter(path).load_pickle("data", "big.pkl")
+    assert ".data/0.storage" in hashed
 
 
 def test_a_file_changed_after_its_check_is_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,6 +92,12 @@ def check_record_name(name: str, archive: str) -> None:
         raise ArchiveFormatError(f"{archive}: unsafe record name {name!r}")
 
 
+def file_identity(status: os.stat_result) -> tuple[int, ...]:
+    """(device, inode, size, mtime, ctime): unchanged as long as nobody writes to the file,
+    since every write moves its ctime, which no user can set back."""
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
 class ZipArchiveReader:
     """Reads records from a torch.package / torchpack ZIP."""
 
@@ -106,7 +112,7 @@ class ZipArchiveReader:
             with open(self.name, "rb") as handle:
                 status = os.fstat(handle.fileno())
                 size = status.st_size
-                self.file_identity = (status.st_dev, status.st_ino, size, status.st_mtime_ns, status.st_ctime_ns)
+                self.file_identity = file_identity(status)
                 if size == 0:
                     raise ArchiveFormatError(f"{self.name}: empty file, not a ZIP archive")
                 if access is not None:

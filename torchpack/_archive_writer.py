@@ -1,11 +1,18 @@
 """The archive writer: a deterministic ZIP with aligned, uncompressed tensor records.
 
-Lifecycle: tensor storages are *streamed* - written the moment the pickler meets them,
-straight from tensor memory, so the model is never copied (large ones are hashed by helper
-threads meanwhile, so hashing overlaps writing); every other record is *staged*
+Lifecycle: tensor storages are *streamed* - handed over the moment the pickler meets them,
+straight from tensor memory, so the model is never copied; every other record is *staged*
 (held until the end). ``close()`` writes the staged records sorted by name, then the central
 directory, sorted by name too, and - for a file target - renames the temporary file onto the
 requested path. ``abort()`` removes the temporary file, so a failed export leaves nothing.
+
+Large records are *pipelined*: a local header holds the record's CRC-32, so its bytes cannot
+go out before they are all read, and reading 1 GiB three times (CRC, digest, write) on one
+thread is what bounds an export. Helper threads compute the digest and, piece by piece, the
+CRC (see :func:`torchpack._zip_format.crc32_combine`) while an output thread writes the
+records in order and the pickler goes on to the next tensor; zlib, BLAKE3 and file writes all
+release the GIL. Once one record is pipelined every later write goes through the output
+thread too, which keeps the records in the order they were handed over.
 
 The layout is therefore: storages in pickling order (their names, ``.data/0.storage``,
 ``.data/1.storage``..., follow that order), then everything else by name. It depends only on
@@ -14,7 +21,6 @@ what was saved, not on the order of ``save_text``/``save_binary``/``save_module`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import zlib
@@ -22,24 +28,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, NamedTuple, Union
 
 from . import _zip_format as fmt
+from ._digest import hex_digest
 from .errors import TorchpackError
 
 Buffer = Union[bytes, bytearray, memoryview]
 
-# Below this size handing the SHA-256 to a helper thread costs more than hashing inline.
-_PARALLEL_HASH_THRESHOLD = 1 << 20
-
-
+#: Records from this size up are pipelined (see the module docstring); below it, handing the
+#: work to other threads costs more than doing it inline.
+_PIPELINED_FROM = 1 << 20
+#: A pipelined record's CRC-32 is computed in pieces of this size, one helper task each.
+_CRC_PIECE = 16 << 20
 #: Records below this size are joined with their header into one write.
 _JOIN_THRESHOLD = 1 << 16
 #: The alignment extra field for each padding length (an extra field and its zero bytes).
 _ALIGNMENT_EXTRAS = [
     fmt.EXTRA_HEADER.pack(fmt.ALIGNMENT_EXTRA_ID, padding) + b"\0" * padding for padding in range(fmt.STORAGE_ALIGNMENT)
 ]
-
-
-def _sha256(data: Buffer) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class WrittenRecord(NamedTuple):
@@ -52,8 +56,14 @@ class WrittenRecord(NamedTuple):
     name: str  # relative to the top folder
     offset: int  # of the local header
     size: int
-    crc32: int
-    sha256: str  # "" while a helper thread still hashes the record; see flush_staged()
+    crc32: int  # -1 while a pipelined record's pieces are still being read; see flush_staged()
+    digest: str  # hex, of torchpack._digest.WRITTEN; "" while pipelined
+
+
+class _PipelinedRecord(NamedTuple):
+    crc_pieces: list[Future[int]]
+    digest: Future[str]
+    written: Future[int]  # the output thread's write; gives the combined CRC-32
 
 
 class ArchiveWriter:
@@ -72,12 +82,18 @@ class ArchiveWriter:
         self._position = 0
         self._records: dict[str, WrittenRecord] = {}
         self._staged: dict[str, bytes] = {}
-        # SHA-256 of large records is computed by helper threads while the next records are
-        # written (hashlib releases the GIL), and filled into _records by _collect_digests.
-        self._hashers: ThreadPoolExecutor | None = None
-        self._pending_digests: dict[str, Future[str]] = {}
+        # Started with the first pipelined record: helpers hash, the output thread writes.
+        self._helpers: ThreadPoolExecutor | None = None
+        self._output: ThreadPoolExecutor | None = None
+        self._last_output: Future[int] | None = None
+        self._pipelined: dict[str, _PipelinedRecord] = {}
         self._date, self._time = fmt.dos_timestamp()
         self._closed = False
+
+    @property
+    def final_path(self) -> str | None:
+        """The archive's path, for a file target."""
+        return self._final_path
 
     @property
     def names(self) -> list[str]:
@@ -89,16 +105,25 @@ class ArchiveWriter:
         for name in sorted(self._staged):
             data = self._staged.pop(name)
             self.write_record(name, data)
-        self._collect_digests()
+        self._finish_pipeline()
         return self._records
 
-    def _collect_digests(self) -> None:
-        for name, digest in self._pending_digests.items():
-            self._records[name] = self._records[name]._replace(sha256=digest.result())
-        self._pending_digests.clear()
-        if self._hashers is not None:
-            self._hashers.shutdown()
-            self._hashers = None
+    def _finish_pipeline(self) -> None:
+        """Wait for every pipelined record and fill in its CRC-32 and digest."""
+        try:
+            for name, pipelined in self._pipelined.items():
+                self._records[name] = self._records[name]._replace(
+                    crc32=pipelined.written.result(), digest=pipelined.digest.result()
+                )
+            if self._last_output is not None:
+                self._last_output.result()  # a write error (a full disk) surfaces here
+        finally:
+            self._pipelined.clear()
+            self._last_output = None
+            for pool in (self._output, self._helpers):
+                if pool is not None:
+                    pool.shutdown()
+            self._output = self._helpers = None
 
     def stage_record(self, name: str, data: bytes) -> None:
         """Add a record to be written, in name order, when the archive is closed."""
@@ -112,32 +137,39 @@ class ArchiveWriter:
             raise TorchpackError(f"record {name!r} was written twice to the archive")
 
     def write_record(self, name: str, data: Buffer, *, align: bool = False) -> None:
-        """Append one stored record now. ``align`` puts its first data byte on a 64-byte boundary.
+        """Append one stored record. ``align`` puts its first data byte on a 64-byte boundary.
 
         ``data`` must stay alive and unchanged until :meth:`flush_staged`, :meth:`close` or
-        :meth:`abort` returns: a large record is still being hashed after this call.
+        :meth:`abort` returns: a large record is still being read after this call.
         """
         self._check_new(name)
         data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         size = len(data)
-        sha = ""
-        if size < _PARALLEL_HASH_THRESHOLD:
-            sha = hashlib.sha256(data).hexdigest()
-        else:
-            if self._hashers is None:
-                self._hashers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="torchpack-hash")
-            self._pending_digests[name] = self._hashers.submit(_sha256, data)
-        crc = zlib.crc32(data)
         full_name = f"{fmt.TOP_FOLDER}/{name}".encode("utf-8")
-        zip64 = size >= fmt.ZIP32_LIMIT
         extra = b""
-        if zip64:
+        if size >= fmt.ZIP32_LIMIT:
             extra = fmt.EXTRA_HEADER.pack(fmt.ZIP64_EXTRA_ID, 16) + size.to_bytes(8, "little") * 2
         if align:
             data_start = self._position + fmt.LOCAL_HEADER.size + len(full_name) + len(extra)
             padding = -(data_start + fmt.EXTRA_HEADER.size) % fmt.STORAGE_ALIGNMENT
             extra += _ALIGNMENT_EXTRAS[padding]
-        header = fmt.LOCAL_HEADER.pack(
+        offset = self._position
+        self._position += fmt.LOCAL_HEADER.size + len(full_name) + len(extra) + size
+        if size >= _PIPELINED_FROM:
+            self._pipeline(name, data, offset, full_name, extra)
+            return
+        crc = zlib.crc32(data)
+        header = self._local_header(crc, size, full_name, extra)
+        if size < _JOIN_THRESHOLD:
+            # One write call instead of four: for small records the calls cost more than the copy.
+            self._write(b"".join((header, full_name, extra, data)))
+        else:
+            self._write(header + full_name + extra, data)
+        self._records[name] = WrittenRecord(name, offset, size, crc, hex_digest(data))
+
+    def _local_header(self, crc: int, size: int, full_name: bytes, extra: bytes) -> bytes:
+        zip64 = size >= fmt.ZIP32_LIMIT
+        return fmt.LOCAL_HEADER.pack(
             fmt.LOCAL_HEADER_SIGNATURE,
             fmt.ZIP64_VERSION if zip64 else fmt.ZIP_VERSION,
             fmt.FLAG_UTF8,
@@ -150,14 +182,42 @@ class ArchiveWriter:
             len(full_name),
             len(extra),
         )
-        if size < _JOIN_THRESHOLD:
-            # One write call instead of four: for small records the calls cost more than the copy.
-            self._stream.write(b"".join((header, full_name, extra, data)))
+
+    def _write(self, *parts: Buffer) -> None:
+        """Write now, or - once records are pipelined - after everything handed over before."""
+        if self._output is None:
+            for part in parts:
+                self._stream.write(part)
         else:
-            self._stream.write(header + full_name + extra)
-            self._stream.write(data)
-        self._records[name] = WrittenRecord(name, self._position, size, crc, sha)
-        self._position += len(header) + len(full_name) + len(extra) + size
+            self._last_output = self._output.submit(self._write_parts, parts)
+
+    def _write_parts(self, parts: tuple[Buffer, ...]) -> int:
+        for part in parts:
+            self._stream.write(part)
+        return 0
+
+    def _pipeline(self, name: str, data: Buffer, offset: int, full_name: bytes, extra: bytes) -> None:
+        if self._helpers is None:
+            self._helpers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="torchpack-hash")
+            self._output = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchpack-write")
+        assert self._output is not None
+        view = memoryview(data)
+        # The CRC first: the output thread waits for it, while digests are only needed at the end.
+        pieces = [self._helpers.submit(zlib.crc32, view[start : start + _CRC_PIECE]) for start in range(0, len(view), _CRC_PIECE)]
+        digest = self._helpers.submit(hex_digest, data)
+        self._last_output = written = self._output.submit(self._write_pipelined, pieces, data, full_name, extra)
+        self._pipelined[name] = _PipelinedRecord(pieces, digest, written)
+        self._records[name] = WrittenRecord(name, offset, len(view), -1, "")
+
+    def _write_pipelined(self, pieces: list[Future[int]], data: Buffer, full_name: bytes, extra: bytes) -> int:
+        """On the output thread: combine the pieces' CRCs, then write the header and the data."""
+        crc = pieces[0].result()
+        for index in range(1, len(pieces)):
+            piece_size = min(_CRC_PIECE, len(data) - index * _CRC_PIECE)
+            crc = fmt.crc32_combine(crc, pieces[index].result(), piece_size)
+        self._stream.write(self._local_header(crc, len(data), full_name, extra) + full_name + extra)
+        self._stream.write(data)
+        return crc
 
     def close(self) -> None:
         """Write the central directory and, for files, move the archive into place."""
@@ -178,14 +238,20 @@ class ArchiveWriter:
         """Forget everything written; a file target is left untouched (its temp file removed)."""
         self._closed = True
         # Helper threads may still read tensor memory that the caller frees once we return.
-        self._collect_digests()
+        try:
+            self._finish_pipeline()
+        except Exception:  # noqa: BLE001 - the error that made us abort is the one to report
+            pass
         if self._temp_path is not None:
-            self._stream.close()
             try:
                 os.unlink(self._temp_path)
             except FileNotFoundError:
                 pass
             self._temp_path = None
+            try:
+                self._stream.close()
+            except OSError:
+                pass  # flushing what is left fails again after a failed write (a full disk)
 
     def _write_central_directory(self) -> None:
         start = self._position

@@ -23,6 +23,7 @@ from ._archive_writer import ArchiveWriter
 from ._gc import collector_paused
 from ._globbing import GlobGroup, GlobPattern
 from ._hooks import RemovableHandle, register
+from ._integrity import remember_written
 from ._mock_source import MOCK_SUPPORT_MODULE, MOCK_SUPPORT_SOURCE, MOCKED_MODULE_SOURCE
 from ._pickling import pickle_object
 from ._resolution import DependencyGraph, ModuleAction, ModuleNode, clear_spec_memo, locate_module, module_exists
@@ -90,6 +91,7 @@ class PackageExporter:
         self._reduced: dict[int, tuple[Any, tuple[Any, ...]]] = {}
         self._reduce_ids = itertools.count()
         self._writer = ArchiveWriter(f)
+        self._written_digests: dict[str, tuple[int, str]] = {}
         self._closed = False
         clear_spec_memo()
 
@@ -404,6 +406,8 @@ class PackageExporter:
             self._abort()
             raise
         self._closed = True
+        if self._writer.final_path is not None:
+            remember_written(self._writer.final_path, self._written_digests)
 
     def _provided_as_resource_folder(self, node: ModuleNode) -> bool:
         """A module missing from the environment whose folder holds saved resources or sources.
@@ -493,9 +497,11 @@ class PackageExporter:
         stage(records.BYTEORDER, sys.byteorder.encode())
         # The two records below describe all the others, so those are written out first.
         written = self._writer.flush_staged()
-        serialization_id = records.serialization_id({name: r.sha256 for name, r in written.items()})
+        serialization_id = records.serialization_id({name: r.digest for name, r in written.items()})
         self._writer.write_record(records.SERIALIZATION_ID, serialization_id.encode())
-        digests = {name: (r.size, r.sha256) for name, r in written.items()}
-        self._writer.write_record(records.INTEGRITY, records.integrity_document(digests, records.provenance(extern)))
+        self._written_digests = {name: (r.size, r.digest) for name, r in written.items()}
+        self._writer.write_record(
+            records.INTEGRITY, records.integrity_document(self._written_digests, records.provenance(extern))
+        )
 
 __all__ = ["PackageExporter", "PackagingError", "EmptyMatchError", "TorchpackError"]

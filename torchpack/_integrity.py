@@ -1,6 +1,7 @@
 """The integrity record: reading it, checking records against it, comparing provenance.
 
-A torchpack archive lists every other record's size and SHA-256 in
+A torchpack archive lists every other record's size and digest (BLAKE3; see
+:mod:`torchpack._digest`) in
 ``.data/torchpack/integrity.json`` (see :func:`torchpack._records.integrity_document`).
 The ZIP's own CRC-32 catches accidents; the digest also catches a record that was changed
 on purpose and had its CRC fixed up. torch.package archives have no such record: they are
@@ -23,9 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from . import _digest as digest_module
 from . import _disk_cache as disk_cache
 from . import _records as records
-from ._archive_reader import ArchiveReader
+from ._archive_reader import ArchiveReader, file_identity
 from .errors import ArchiveFormatError, IntegrityError
 
 #: Records at least this large that matched their digest are remembered per file (see
@@ -39,7 +41,7 @@ UNLISTED_RECORDS = frozenset({records.INTEGRITY})
 class RecordDigest(NamedTuple):
     # A tuple rather than a dataclass: archives of many small tensors list tens of thousands.
     size: int
-    sha256: str
+    digest: str  # hex, of the integrity record's algorithm
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class IntegrityRecord:
     records: Mapping[str, RecordDigest]
     #: torchpack/torch/python versions and ``extern_distributions`` (name -> version).
     provenance: Mapping[str, Any]
+    #: The digest algorithm, a key of :data:`torchpack._digest.HEX_DIGESTS`.
+    algorithm: str = digest_module.WRITTEN
 
     @property
     def extern_distributions(self) -> Mapping[str, str]:
@@ -88,8 +92,9 @@ def parse_integrity(data: bytes, archive: str) -> IntegrityRecord:
     if not isinstance(document, dict) or document.get("schema") != records.INTEGRITY_SCHEMA:
         schema = document.get("schema") if isinstance(document, dict) else None
         raise ArchiveFormatError(f"{where}: unsupported integrity schema {schema!r}")
-    if document.get("digest") != "sha256":
-        raise ArchiveFormatError(f"{where}: unsupported digest {document.get('digest')!r}")
+    algorithm = document.get("digest")
+    if algorithm not in digest_module.HEX_DIGESTS:
+        raise ArchiveFormatError(f"{where}: unsupported digest {algorithm!r}")
     listed = document.get("records")
     provenance = document.get("provenance", {})
     if not isinstance(listed, dict) or not isinstance(provenance, dict):
@@ -97,13 +102,18 @@ def parse_integrity(data: bytes, archive: str) -> IntegrityRecord:
     digests: dict[str, RecordDigest] = {}
     for name, entry in listed.items():
         try:
-            size, sha256 = entry["size"], entry["sha256"]
+            size, hex_digest = entry["size"], entry[algorithm]
         except (TypeError, KeyError):
-            raise ArchiveFormatError(f"{where}: entry for {name!r} needs 'size' and 'sha256'") from None
-        if not isinstance(size, int) or size < 0 or not isinstance(sha256, str) or len(sha256) != 64:
+            raise ArchiveFormatError(f"{where}: entry for {name!r} needs 'size' and {algorithm!r}") from None
+        if (
+            not isinstance(size, int)
+            or size < 0
+            or not isinstance(hex_digest, str)
+            or len(hex_digest) != digest_module.HEX_LENGTH
+        ):
             raise ArchiveFormatError(f"{where}: malformed entry for {name!r}")
-        digests[name] = RecordDigest(size, sha256)
-    return IntegrityRecord(digests, provenance)
+        digests[name] = RecordDigest(size, hex_digest)
+    return IntegrityRecord(digests, provenance, algorithm)
 
 
 def read_integrity(reader: ArchiveReader) -> IntegrityRecord | None:
@@ -128,20 +138,21 @@ def listing_problems(reader: ArchiveReader, integrity: IntegrityRecord) -> list[
     return problems
 
 
-def digest_problem(name: str, data: Any, expected: RecordDigest) -> IntegrityProblem | None:
+def digest_problem(name: str, data: Any, expected: RecordDigest, algorithm: str) -> IntegrityProblem | None:
     """Compare one record's bytes with its expected size and digest."""
     if len(data) != expected.size:
         return IntegrityProblem(name, f"is {len(data)} bytes; the integrity record says {expected.size}")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected.sha256:
+    actual = digest_module.HEX_DIGESTS[algorithm](data)
+    if actual != expected.digest:
         return IntegrityProblem(
-            name, f"does not match its integrity digest (sha256 {actual[:16]}..., recorded {expected.sha256[:16]}...)"
+            name,
+            f"does not match its integrity digest ({algorithm} {actual[:16]}..., recorded {expected.digest[:16]}...)",
         )
     return None
 
 
 def verify_records(reader: ArchiveReader) -> list[IntegrityProblem]:
-    """Check every record: CRC-32 always, and size, SHA-256 and listing when there is an integrity record.
+    """Check every record: CRC-32 always, and size, digest and listing when there is an integrity record.
 
     Unlike loading, this reads every byte of every record, mapped tensors included.
     """
@@ -160,14 +171,14 @@ def verify_records(reader: ArchiveReader) -> list[IntegrityProblem]:
             continue
         expected = integrity.records.get(name) if integrity is not None else None
         if expected is not None:
-            problem = digest_problem(name, data, expected)
+            problem = digest_problem(name, data, expected, integrity.algorithm)
             if problem is not None:
                 problems.append(problem)
     if integrity is not None and records.SERIALIZATION_ID in integrity.records:
         # torchpack derives the id from every record written before it: a consistency check
         # of the integrity record itself, whose own bytes no digest covers.
         derived = records.serialization_id(
-            {name: digest.sha256 for name, digest in integrity.records.items() if name != records.SERIALIZATION_ID}
+            {name: entry.digest for name, entry in integrity.records.items() if name != records.SERIALIZATION_ID}
         )
         if reader.read(records.SERIALIZATION_ID).decode("ascii", "replace").strip() != derived:
             problems.append(IntegrityProblem(records.SERIALIZATION_ID, "does not match the records it was derived from"))
@@ -184,6 +195,28 @@ def extern_version_mismatches(integrity: IntegrityRecord) -> list[VersionMismatc
     return mismatches
 
 
+def _file_key(path: str, identity: tuple[int, ...]) -> str:
+    return "\0".join([os.path.realpath(path), *map(str, identity)])
+
+
+def _remembered_key(file_key: str, name: str, hex_digest: str) -> str:
+    return hashlib.sha256(f"{file_key}\0{name}\0{hex_digest}".encode()).hexdigest()
+
+
+def remember_written(path: str, written: Mapping[str, tuple[int, str]]) -> None:
+    """Remember the large records of an archive file this process has just written as checked.
+
+    The writer computed each digest from the very bytes it wrote, so hashing them again on
+    the first load would prove nothing new; the remembered check is void once the file's
+    identity changes, as for checks made on load (see CheckedReader._remembered_key).
+    ``written`` maps record names to (size, hex digest).
+    """
+    key = _file_key(path, file_identity(os.stat(path)))
+    for name, (size, hex_digest) in written.items():
+        if size >= REMEMBER_THRESHOLD:
+            disk_cache.store(disk_cache.VERIFIED, _remembered_key(key, name, hex_digest), b"")
+
+
 class CheckedReader:
     """An archive reader whose records are checked against the integrity record when read.
 
@@ -195,10 +228,11 @@ class CheckedReader:
         self._reader = reader
         self._integrity = integrity
         self._checked: set[str] = set()
+        self._hex_digest = digest_module.HEX_DIGESTS[integrity.algorithm]
         # Identifies the file for remembered checks; resolved once, not per record.
         self._file_key = None
         if reader.file_identity is not None:
-            self._file_key = "\0".join([os.path.realpath(reader.name), *map(str, reader.file_identity)])
+            self._file_key = _file_key(reader.name, reader.file_identity)
         self.name = reader.name
         self.mapped = reader.mapped
         self.top_folder = reader.top_folder
@@ -219,7 +253,7 @@ class CheckedReader:
         if expected is None or name in self._checked:
             return
         size = len(data)
-        if size < REMEMBER_THRESHOLD and size == expected.size and hashlib.sha256(data).hexdigest() == expected.sha256:
+        if size < REMEMBER_THRESHOLD and size == expected.size and self._hex_digest(data) == expected.digest:
             # Small records come by the ten thousand (one per small tensor): the match is
             # decided inline, and only a mismatch goes through digest_problem for its message.
             self._checked.add(name)
@@ -228,7 +262,7 @@ class CheckedReader:
         if remembered is not None and disk_cache.load(disk_cache.VERIFIED, remembered) is not None:
             self._checked.add(name)
             return
-        problem = digest_problem(name, data, expected)
+        problem = digest_problem(name, data, expected, self._integrity.algorithm)
         if problem is not None:
             raise self._error(problem)
         self._checked.add(name)
@@ -244,7 +278,7 @@ class CheckedReader:
         """
         if self._file_key is None:
             return None
-        return hashlib.sha256(f"{self._file_key}\0{name}\0{expected.sha256}".encode()).hexdigest()
+        return _remembered_key(self._file_key, name, expected.digest)
 
     def verify_all(self) -> None:
         """Hash every record now (mapped tensors included); raise on the first mismatch."""

@@ -9,6 +9,8 @@ import platform
 import sys
 from collections.abc import Iterable, Mapping
 
+from . import _digest as digest
+
 #: The record format version torch.package writes and reads (PyTorch's "version 6").
 FORMAT_VERSION = 6
 #: Versions whose layout this reader understands.
@@ -41,7 +43,7 @@ def serialization_id(digests: Mapping[str, str]) -> str:
 def integrity_document(
     records: Mapping[str, tuple[int, str]], provenance: Mapping[str, object]
 ) -> bytes:
-    """The integrity record: every other record's size and SHA-256, and the build provenance.
+    """The integrity record: every other record's size and digest, and the build provenance.
 
     The text is ``json.dumps(document, sort_keys=True, indent=1)``. With ``indent`` json
     encodes in pure Python, which costs seconds for 100,000 records, so the records part is
@@ -49,15 +51,16 @@ def integrity_document(
     """
     document = {
         "schema": INTEGRITY_SCHEMA,
-        "digest": "sha256",
+        "digest": digest.WRITTEN,
         "records": _RECORDS_PLACEHOLDER,
         "provenance": provenance,
     }
     text = json.dumps(document, sort_keys=True, indent=1)
     quote = json.encoder.encode_basestring_ascii  # what json.dumps uses for keys and strings
+    algorithm = quote(digest.WRITTEN)
     entries = [
-        f'  {quote(name)}: {{\n   "sha256": {quote(digest)},\n   "size": {int(size)}\n  }}'
-        for name, (size, digest) in sorted(records.items())
+        f'  {quote(name)}: {{\n   {algorithm}: {quote(hex_digest)},\n   "size": {int(size)}\n  }}'
+        for name, (size, hex_digest) in sorted(records.items())
     ]
     block = "{\n" + ",\n".join(entries) + "\n }" if entries else "{}"
     return (text.replace(quote(_RECORDS_PLACEHOLDER), block, 1) + "\n").encode()

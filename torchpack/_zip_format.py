@@ -6,6 +6,7 @@ timestamps, permissions, the "made by" system, and the name of the single top-le
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import time
@@ -67,3 +68,46 @@ def dos_timestamp() -> tuple[int, int]:
             hour, minute, second = moment.tm_hour, moment.tm_min, moment.tm_sec
         year = min(year, 2107)  # the last year a DOS date can hold
     return (year - 1980) << 9 | month << 5 | day, hour << 11 | minute << 5 | second // 2
+
+
+# -- CRC-32 of a record hashed in pieces -------------------------------------------------
+#
+# A large record's CRC-32 is computed by several threads, one piece each; the pieces' CRCs are
+# then combined. The CRC of A + B is CRC(A) times x^(8 * len(B)) plus CRC(B), in polynomials
+# over GF(2) modulo CRC-32's polynomial (the initial and final inversions cancel out). The
+# numbers below are such polynomials written bit-reflected, as zlib writes CRCs: bit 31 holds
+# x^0 and bit 0 holds x^31.
+
+#: CRC-32's polynomial without its x^32 term, bit-reflected.
+_CRC32_POLYNOMIAL = 0xEDB88320
+_X_TO_THE_0 = 0x80000000
+_X_TO_THE_1 = 0x40000000
+
+
+def _crc_multiply(a: int, b: int) -> int:
+    """a * b modulo CRC-32's polynomial."""
+    product = 0
+    for _ in range(32):
+        if a & _X_TO_THE_0:  # a's coefficient of x^k, k counting up from 0 as a shifts
+            product ^= b
+        a = (a << 1) & 0xFFFFFFFF
+        # b times x: reflected, a shift right; x^32 wraps round to the polynomial.
+        b = (b >> 1) ^ _CRC32_POLYNOMIAL if b & 1 else b >> 1
+    return product
+
+
+@functools.lru_cache(maxsize=64)
+def _x_to_the_bits_of(length: int) -> int:
+    """x^(8 * length) modulo the polynomial: what a CRC is multiplied by for ``length`` more bytes."""
+    result, square, exponent = _X_TO_THE_0, _X_TO_THE_1, 8 * length
+    while exponent:
+        if exponent & 1:
+            result = _crc_multiply(result, square)
+        square = _crc_multiply(square, square)
+        exponent >>= 1
+    return result
+
+
+def crc32_combine(crc_a: int, crc_b: int, length_b: int) -> int:
+    """The CRC-32 of A + B, from ``zlib.crc32(A)``, ``zlib.crc32(B)`` and ``len(B)``."""
+    return _crc_multiply(_x_to_the_bits_of(length_b), crc_a) ^ crc_b
