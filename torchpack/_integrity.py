@@ -304,13 +304,18 @@ class CheckedReader:
 
     def view(self, name: str, *, check_crc: bool = True) -> memoryview:
         """A zero-copy view; ``check_crc`` checks the digest instead where the record has one."""
-        if name not in self._integrity.records:
-            return self._reader.view(name, check_crc=check_crc)
-        # The digest is the stronger check; computing the CRC as well would read the bytes twice.
-        data = self._reader.view(name, check_crc=False)
+        raw, _ = self._reader.stored(name)
         if check_crc:
-            self._check(name, data)
-        return data
+            self.check(name, raw)
+        return raw
 
-    def data_offset(self, name: str) -> int:
-        return self._reader.data_offset(name)
+    def stored(self, name: str) -> tuple[memoryview, bool]:
+        return self._reader.stored(name)
+
+    def check(self, name: str, data: memoryview) -> None:
+        """Check bytes that :meth:`stored` gave: against their digest where the record has one
+        (the stronger check; computing the CRC as well would read the bytes twice)."""
+        if name in self._integrity.records:
+            self._check(name, data)
+        else:
+            self._reader.check(name, data)

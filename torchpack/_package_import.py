@@ -51,9 +51,8 @@ from ._torchscript import (
     share_storage,
     shared_storage,
 )
-from ._zip_format import STORAGE_ALIGNMENT
 from ._restricted import GlobalPolicy
-from .errors import ArchiveFormatError, ExternVersionError, ExternVersionWarning
+from .errors import ArchiveFormatError, ExternVersionError, ExternVersionWarning, RecordNotFoundError
 from .file_structure_representation import Directory, directory_from_records
 from ._resolution import module_exists
 from .importer import PACKAGE_IMPORTER_MODULE, Importer, sys_importer
@@ -360,17 +359,17 @@ class PackageImporter(Importer):
 
     def _load_storage(self, pickle_name: str, key: str) -> torch.UntypedStorage:
         record = records.storage_record(key)
-        if not self.zip_reader.has_record(record):
+        try:
+            view, shareable = self.zip_reader.stored(record)
+        except RecordNotFoundError:
             raise ArchiveFormatError(
                 f"{self.zip_reader.name}: {pickle_name} references storage {key!r} but {record} is missing"
-            )
-        reader = self.zip_reader
-        if reader.mapped and reader.data_offset(record) % STORAGE_ALIGNMENT == 0:
-            # Checking (the digest, or the CRC-32 of a torch.package archive) reads every page
-            # of the tensor now; "trust-mapped" leaves them unread until the tensor is used.
-            view = reader.view(record, check_crc=not self._trust_mapped)
-            return storage_from_record(view, share=True)
-        return storage_from_record(reader.view(record), share=False)
+            ) from None
+        # Checking (the digest, or the CRC-32 of a torch.package archive) reads every page of
+        # a mapped tensor now; "trust-mapped" leaves them unread until the tensor is used.
+        if not (shareable and self._trust_mapped):
+            self.zip_reader.check(record, view)
+        return storage_from_record(view, share=shareable)
 
     # -- the import system ------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Four checks, each reported per record or module:
 
-1. integrity - every record's CRC-32, and its size and SHA-256 against the integrity record
+1. integrity - every record's CRC-32, and its size and digest against the integrity record
    when there is one (torch.package archives have none: CRCs only);
 2. pickles - each one loads in a fresh, isolated :class:`PackageImporter`;
 3. extern modules - each can be found by this interpreter (located, not imported);
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0 if result["ok"] else 1
-    records_checked = "sizes and SHA-256 digests match" if result["digests_checked"] else "CRC-32 checks pass"
+    records_checked = "sizes and digests match" if result["digests_checked"] else "CRC-32 checks pass"
     _report("integrity", result["integrity"], "record", records_checked)
     if result["note"]:
         print(f"      {result['note']}")
