@@ -61,7 +61,6 @@ class WrittenRecord(NamedTuple):
 
 
 class _PipelinedRecord(NamedTuple):
-    crc_pieces: list[Future[int]]
     digest: Future[str]
     written: Future[int]  # the output thread's write; gives the combined CRC-32
 
@@ -85,7 +84,7 @@ class ArchiveWriter:
         # Started with the first pipelined record: helpers hash, the output thread writes.
         self._helpers: ThreadPoolExecutor | None = None
         self._output: ThreadPoolExecutor | None = None
-        self._last_output: Future[int] | None = None
+        self._last_output: Future[object] | None = None
         self._pipelined: dict[str, _PipelinedRecord] = {}
         self._date, self._time = fmt.dos_timestamp()
         self._closed = False
@@ -191,10 +190,9 @@ class ArchiveWriter:
         else:
             self._last_output = self._output.submit(self._write_parts, parts)
 
-    def _write_parts(self, parts: tuple[Buffer, ...]) -> int:
+    def _write_parts(self, parts: tuple[Buffer, ...]) -> None:
         for part in parts:
             self._stream.write(part)
-        return 0
 
     def _pipeline(self, name: str, data: Buffer, offset: int, full_name: bytes, extra: bytes) -> None:
         if self._helpers is None:
@@ -203,10 +201,12 @@ class ArchiveWriter:
         assert self._output is not None
         view = memoryview(data)
         # The CRC first: the output thread waits for it, while digests are only needed at the end.
-        pieces = [self._helpers.submit(zlib.crc32, view[start : start + _CRC_PIECE]) for start in range(0, len(view), _CRC_PIECE)]
+        pieces = [
+            self._helpers.submit(zlib.crc32, view[start : start + _CRC_PIECE]) for start in range(0, len(view), _CRC_PIECE)
+        ]
         digest = self._helpers.submit(hex_digest, data)
         self._last_output = written = self._output.submit(self._write_pipelined, pieces, data, full_name, extra)
-        self._pipelined[name] = _PipelinedRecord(pieces, digest, written)
+        self._pipelined[name] = _PipelinedRecord(digest, written)
         self._records[name] = WrittenRecord(name, offset, len(view), -1, "")
 
     def _write_pipelined(self, pieces: list[Future[int]], data: Buffer, full_name: bytes, extra: bytes) -> int:
