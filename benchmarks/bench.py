@@ -8,8 +8,8 @@ How to run (from the repository root; needs networkx, sympy and mpmath installed
 
 Workloads (``--only`` takes these names): model_1gib, many_tensors, networkx, sympy (see
 benchmarks/workloads.py), tiny (export + import of a small MLP to/from memory, in process,
-after a first run) and limits (what this machine can do at best: page-cache write, CRC-32,
-SHA-256, BLAKE3 and mmap+sum throughput).
+after a first run) and limits (what this machine can do at best: page-cache write,
+CRC-32 (zlib's and ISA-L's), SHA-256, BLAKE3 and mmap+sum throughput).
 
 How it measures:
 
@@ -132,6 +132,7 @@ def _child_tiny(task: dict[str, Any]) -> dict[str, Any]:
 def _child_limits(task: dict[str, Any]) -> dict[str, Any]:
     import blake3
     import torch
+    from isal import isal_zlib
 
     size = (256 if task["quick"] else 1024) << 20
     chunk = bytearray(os.urandom(1 << 20)) * 16  # written 16 MiB at a time, as a streaming writer would
@@ -147,6 +148,10 @@ def _child_limits(task: dict[str, Any]) -> dict[str, Any]:
     for _ in range(rounds):
         zlib.crc32(data)
     crc = size / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        isal_zlib.crc32(data)
+    isal_crc = size / (time.perf_counter() - start)
     start = time.perf_counter()
     for _ in range(rounds):
         hashlib.sha256(data).digest()
@@ -165,7 +170,7 @@ def _child_limits(task: dict[str, Any]) -> dict[str, Any]:
     float(torch.frombuffer(mapping, dtype=torch.float32).sum())
     mapped_sum = size / (time.perf_counter() - start)
     os.unlink(path)
-    return {"write": write, "crc32": crc, "sha256": sha, "blake3": blake, "blake3_threads": blake_threads,
+    return {"write": write, "crc32": crc, "isal_crc32": isal_crc, "sha256": sha, "blake3": blake, "blake3_threads": blake_threads,
             "mmap_sum": mapped_sum, "size": size}
 
 
@@ -386,6 +391,7 @@ def report(runner: Runner) -> str:
             lines += ["Machine limits, for reference:", "", "| operation | GB/s |", "|---|---|"]
             lines.append(f"| write {limits['size'] >> 20} MiB to a new file in /tmp (page cache) | {limits['write'] / 1e9:.2f} |")
             lines.append(f"| zlib.crc32 | {limits['crc32'] / 1e9:.2f} |")
+            lines.append(f"| isal.isal_zlib.crc32 (torchpack's CRC-32) | {limits['isal_crc32'] / 1e9:.2f} |")
             lines.append(f"| hashlib.sha256 | {limits['sha256'] / 1e9:.2f} |")
             lines.append(f"| blake3, one thread (the export's digest) | {limits['blake3'] / 1e9:.2f} |")
             lines.append(f"| blake3, every core (a large record's check on load) | {limits['blake3_threads'] / 1e9:.2f} |")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import torchpack
 from helpers_core import records
 from torchpack import _archive_writer
-from torchpack._zip_format import crc32_combine
+from torchpack._zip_format import crc32, crc32_combine
 
 INTEGRITY = ".data/torchpack/integrity.json"
 
@@ -36,6 +36,8 @@ INTEGRITY = ".data/torchpack/integrity.json"
 def test_combined_crc_is_the_crc_of_the_concatenation(first: bytes, second: bytes, start: int) -> None:
     # ``start`` continues a running CRC, as zlib.crc32(data, value) does: combining still holds.
     assert crc32_combine(zlib.crc32(first, start), zlib.crc32(second), len(second)) == zlib.crc32(second, zlib.crc32(first, start))
+    # torchpack's CRC-32 (ISA-L's) is zlib's, running value included.
+    assert crc32(first, start) == zlib.crc32(first, start) and crc32(second) == zlib.crc32(second)
 
 
 def _mixed_tensors() -> dict[str, torch.Tensor]:

@@ -158,7 +158,7 @@ class ZipArchiveReader:
             data = bytes(raw)
         if len(data) != entry.size:
             raise ArchiveFormatError(f"{self.name}: record {name!r} is {len(data)} bytes, its entry says {entry.size}")
-        if zlib.crc32(data) != entry.crc32:
+        if fmt.crc32(data) != entry.crc32:
             raise ArchiveFormatError(f"{self.name}: record {name!r} fails its CRC-32 check (corrupted)")
         return data
 
@@ -181,7 +181,7 @@ class ZipArchiveReader:
 
     def check(self, name: str, data: memoryview) -> None:
         """Check bytes that :meth:`stored` gave against the record's CRC-32."""
-        if zlib.crc32(data) != self._entries[name].crc32:
+        if fmt.crc32(data) != self._entries[name].crc32:
             raise ArchiveFormatError(f"{self.name}: record {name!r} fails its CRC-32 check (corrupted)")
 
     # -- parsing --------------------------------------------------------------------------

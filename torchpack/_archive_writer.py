@@ -10,8 +10,8 @@ Large records are *pipelined*: a local header holds the record's CRC-32, so its 
 go out before they are all read, and reading 1 GiB three times (CRC, digest, write) on one
 thread is what bounds an export. Helper threads compute the digest and, piece by piece, the
 CRC (see :func:`torchpack._zip_format.crc32_combine`) while an output thread writes the
-records in order and the pickler goes on to the next tensor; zlib, BLAKE3 and file writes all
-release the GIL. Once one record is pipelined every later write goes through the output
+records in order and the pickler goes on to the next tensor; CRC-32, BLAKE3 and file writes
+all release the GIL. Once one record is pipelined every later write goes through the output
 thread too, which keeps the records in the order they were handed over.
 
 The layout is therefore: storages in pickling order (their names, ``.data/0.storage``,
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, NamedTuple, Union
 
@@ -157,7 +156,7 @@ class ArchiveWriter:
         if size >= _PIPELINED_FROM:
             self._pipeline(name, data, offset, full_name, extra)
             return
-        crc = zlib.crc32(data)
+        crc = fmt.crc32(data)
         header = self._local_header(crc, size, full_name, extra)
         if size < _JOIN_THRESHOLD:
             # One write call instead of four: for small records the calls cost more than the copy.
@@ -202,7 +201,7 @@ class ArchiveWriter:
         view = memoryview(data)
         # The CRC first: the output thread waits for it, while digests are only needed at the end.
         pieces = [
-            self._helpers.submit(zlib.crc32, view[start : start + _CRC_PIECE]) for start in range(0, len(view), _CRC_PIECE)
+            self._helpers.submit(fmt.crc32, view[start : start + _CRC_PIECE]) for start in range(0, len(view), _CRC_PIECE)
         ]
         digest = self._helpers.submit(hex_digest, data)
         self._last_output = written = self._output.submit(self._write_pipelined, pieces, data, full_name, extra)
