@@ -32,6 +32,17 @@ def test_lists_every_other_record_with_size_and_blake3() -> None:
     assert document["schema"] == 1 and document["digest"] == "blake3"
 
 
+@pytest.mark.parametrize("algorithm", ["md5", ["blake3"], None])
+def test_an_unknown_digest_algorithm_is_a_format_error(algorithm: object) -> None:
+    from torchpack import ArchiveFormatError
+
+    document = json.loads(records(valid_archive())[INTEGRITY])
+    document["digest"] = algorithm
+    edited = rebuild(valid_archive(), replace={INTEGRITY: json.dumps(document).encode()}, refresh_integrity=False)
+    with pytest.raises(ArchiveFormatError, match=r"integrity\.json: unsupported digest"):
+        PackageImporter(edited)
+
+
 def test_sha256_integrity_records_are_read_and_checked() -> None:
     """The record names its algorithm; SHA-256 ones (torchpack before BLAKE3) still load."""
     archive = rebuild(valid_archive(), digest="sha256")

@@ -93,7 +93,7 @@ def parse_integrity(data: bytes, archive: str) -> IntegrityRecord:
         schema = document.get("schema") if isinstance(document, dict) else None
         raise ArchiveFormatError(f"{where}: unsupported integrity schema {schema!r}")
     algorithm = document.get("digest")
-    if algorithm not in digest_module.HEX_DIGESTS:
+    if not isinstance(algorithm, str) or algorithm not in digest_module.HEX_DIGESTS:
         raise ArchiveFormatError(f"{where}: unsupported digest {algorithm!r}")
     listed = document.get("records")
     provenance = document.get("provenance", {})
