@@ -248,13 +248,14 @@ class Runner:
                     # A copy is a file nothing is remembered of: its first load hashes it all.
                     # Loaded again in a new process, the check of its large mapped records is
                     # remembered (file identity unchanged), not repeated.
-                    copy = dict(self.task("load", impl, name), path=self.task("load", impl, name)["path"] + ".copy")
+                    load_task = self.task("load", impl, name)
+                    copy = dict(load_task, path=load_task["path"] + ".copy")
                     if os.path.exists(copy["path"]):
                         os.unlink(copy["path"])
-                    shutil.copyfile(self.task("load", impl, name)["path"], copy["path"])
+                    shutil.copyfile(load_task["path"], copy["path"])
                     results.setdefault((impl, "copy"), []).append(run_child(copy, self.cache_dir))
                     results.setdefault((impl, "reload"), []).append(run_child(copy, self.cache_dir))
-                    task = dict(self.task("load", impl, name), importer_options=trusted)
+                    task = dict(load_task, importer_options=trusted)
                     results.setdefault((impl, "trusted"), []).append(run_child(task, self.cache_dir))
         for step in ("export", "load"):
             label = "load (first load, right after the export)" if trusted and step == "load" else step

@@ -53,7 +53,7 @@ class IntegrityRecord:
     #: torchpack/torch/python versions and ``extern_distributions`` (name -> version).
     provenance: Mapping[str, Any]
     #: The digest algorithm, a key of :data:`torchpack._digest.HEX_DIGESTS`.
-    algorithm: str = digest_module.WRITTEN
+    algorithm: str
 
     @property
     def extern_distributions(self) -> Mapping[str, str]:
