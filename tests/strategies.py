@@ -10,7 +10,8 @@ Everything random that the property tests feed to torchpack is built here:
   select, expand), ``torch.nn.Parameter``s;
 * nested picklable containers of tensors/ints/str/floats/bytes/None that share tensor
   references, share one storage between several views, and share mutable containers;
-* text and binary resources with valid package and resource names.
+* text and binary resources with valid package and resource names;
+* lists of archive record names, safe ones and ones that could escape a folder.
 
 Comparison helpers that understand those objects (bit-exact tensors and floats, identity
 and storage sharing) live here too, so every property test judges equality the same way.
@@ -603,3 +604,26 @@ def record_table_edits(draw, entry_count: int):
 def archive_damage(size: int, entry_count: int):
     """Any one of the damages above, for an archive of ``size`` bytes and ``entry_count`` records."""
     return st.one_of(byte_flips(size), truncations(size), record_table_edits(entry_count))
+
+
+# ---------------------------------------------------------------------------------------
+# Archive record names
+# ---------------------------------------------------------------------------------------
+
+_NAME_SEGMENTS = st.sampled_from(["package", "a", "b.py", ".data", "0.storage", "...", ".x", "", ".", "..", "C:", "a:b"])
+_NAME_ODDITIES = st.sampled_from(["", "/", "\\", "\0", "\n", ":", "."])
+
+
+@st.composite
+def record_names(draw) -> str:
+    """A record name: path segments (empty, ".", ".." and drive letters among them), now and
+    then a leading or trailing "/", and characters no safe name holds spliced in."""
+    name = "/".join(draw(st.lists(_NAME_SEGMENTS, min_size=1, max_size=4)))
+    if draw(st.booleans()):
+        position = draw(st.integers(0, len(name)))
+        name = name[:position] + draw(_NAME_ODDITIES) + name[position:]
+    return name
+
+
+record_name_lists = st.lists(record_names(), max_size=6)
+"""Names of the records of one archive, in directory order."""

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import torchpack._pickling as pickling
 from strategies import ALL_DTYPES, GRAD_DTYPES, tensor_pools, tensors
 from torchpack import PackageExporter, PackageImporter
-from torchpack._storage import plain_tensor_reduction
+from torchpack._storage import plain_tensor_reduction, typed_storage
 
 
 def _archive(obj: Any, *, fast: bool, protocol: int = 3) -> bytes:
@@ -133,3 +133,42 @@ def test_plain_pickle_of_the_reduction_matches_torch() -> None:
     # Outside any archive: the pickler sees the same reduction, so even a bare pickle agrees.
     tensor = torch.arange(4.0)
     assert pickle.dumps(tensor.__reduce_ex__(3)[1][1:]) == pickle.dumps(plain_tensor_reduction(tensor)[1][1:])
+
+
+class _OrderedDictSubclass(collections.OrderedDict):
+    pass
+
+
+def _ordered_dicts() -> list[Any]:
+    with_attribute = collections.OrderedDict()
+    with_attribute.note = "kept"  # part of the reduction's state
+    shared = collections.OrderedDict()
+    return [
+        collections.OrderedDict(),
+        with_attribute,
+        collections.OrderedDict(a=1, b=[2]),
+        _OrderedDictSubclass(),
+        [shared, shared, {"again": shared}],  # one object met three times: memo references
+    ]
+
+
+@pytest.mark.parametrize("obj", _ordered_dicts(), ids=["empty", "attribute", "items", "subclass", "shared"])
+@pytest.mark.parametrize("protocol", [3, 4])
+def test_ordered_dicts_pickle_as_the_standard_pickler_writes_them(obj: Any, protocol: int) -> None:
+    # The exporter's pickler shortcuts the empty OrderedDict every tensor carries (its hooks);
+    # the bytes must stay the standard pickler's for every OrderedDict.
+    data, _ = pickling.pickle_object(
+        obj, importer=pickling.sys_importer, protocol=protocol, persistent_id=lambda _: None
+    )
+    assert data == pickle.dumps(obj, protocol=protocol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool, torch.complex64])
+def test_the_loaders_typed_storage_is_torchs(dtype: torch.dtype) -> None:
+    untyped = torch.zeros(4, dtype=dtype).untyped_storage()
+    ours = typed_storage(untyped, dtype)
+    theirs = torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+    assert type(ours) is type(theirs)
+    assert ours.__dict__.keys() == theirs.__dict__.keys()
+    assert ours.dtype == theirs.dtype and ours._untyped_storage is theirs._untyped_storage
+    assert ours._size() == theirs._size() and ours._pickle_storage_type() == theirs._pickle_storage_type()

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from archive_surgery import INTEGRITY, rebuild, valid_archive
-from helpers_core import records
+from helpers_core import records, zip_infos
 from torchpack import ExternVersionError, ExternVersionWarning, IntegrityError, PackageExporter, PackageImporter, __version__
 from torchpack._archive_reader import open_archive
 from torchpack._integrity import extern_version_mismatches, read_integrity, verify_records
@@ -172,19 +172,54 @@ def test_large_mapped_records_are_hashed_once_per_unchanged_file(tmp_path: Path,
     assert list((tmp_path / "cache" / "verified").rglob("*"))
 
 
-def test_an_archive_this_machine_just_wrote_is_not_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import torchpack._integrity as integrity
+def _count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every digest computed from now on (the list's length)."""
+    import torchpack._digest as digest_module
 
+    hashed: list[int] = []
+    original = digest_module.HEX_DIGESTS["blake3"]
+    monkeypatch.setitem(digest_module.HEX_DIGESTS, "blake3", lambda data: hashed.append(len(data)) or original(data))
+    return hashed
+
+
+def _many_records_archive(path: Path) -> Path:
+    with PackageExporter(path) as exporter:
+        exporter.save_pickle("data", "w.pkl", [torch.full((4,), float(i)) for i in range(20)])
+        exporter.save_pickle("data", "big.pkl", torch.arange(1 << 19, dtype=torch.float32))  # 2 MiB
+    return path
+
+
+def test_an_archive_this_machine_just_wrote_is_not_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCHPACK_CACHE_DIR", str(tmp_path / "cache"))
-    hashed: list[str] = []
-    original = integrity.digest_problem
-    monkeypatch.setattr(integrity, "digest_problem", lambda name, *rest: hashed.append(name) or original(name, *rest))
-    path = _big_archive(tmp_path / "big.pt")
-    PackageImporter(path).load_pickle("data", "big.pkl")
-    assert ".data/0.storage" not in hashed  # the exporter hashed these very bytes as it wrote them
+    path = _many_records_archive(tmp_path / "many.pt")
+    hashed = _count_hashes(monkeypatch)
+    importer = PackageImporter(path)
+    importer.load_pickle("data", "w.pkl"), importer.load_pickle("data", "big.pkl")
+    assert hashed == []  # the exporter hashed these very bytes as it wrote them: small records too
     os.utime(path)  # any change of the file's identity voids what the exporter remembered
-    PackageImporter(path).load_pickle("data", "big.pkl")
-    assert ".data/0.storage" in hashed
+    importer = PackageImporter(path)
+    importer.load_pickle("data", "w.pkl"), importer.load_pickle("data", "big.pkl")
+    # Each storage, the big one, the two pickles, and the two framework records read on opening.
+    assert len(hashed) == 20 + 1 + 2 + 2
+
+
+def test_a_file_verified_on_opening_is_not_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHPACK_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "copy.pt"  # a copy: nothing is remembered of a new file
+    shutil.copyfile(_many_records_archive(tmp_path / "many.pt"), path)
+    hashed = _count_hashes(monkeypatch)
+    PackageImporter(path, integrity="eager")
+    assert len(hashed) == len(zip_infos(path.read_bytes())) - 1  # every record but the integrity record
+    hashed.clear()
+    PackageImporter(path).load_pickle("data", "w.pkl")
+    assert hashed == []
+    # Checking only what one load uses vouches for nothing else.
+    other = tmp_path / "other.pt"
+    shutil.copyfile(path, other)
+    PackageImporter(other).load_pickle("data", "w.pkl")
+    hashed.clear()
+    PackageImporter(other).load_pickle("data", "big.pkl")
+    assert 4 << 19 in hashed  # big.pkl's storage: checked now, not vouched for by the earlier load
 
 
 def test_a_file_changed_after_its_check_is_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from archive_surgery import load_all, valid_archive
-from strategies import archive_damage
-from torchpack import TorchpackError
+from strategies import archive_damage, record_name_lists
+from torchpack import ArchiveFormatError, TorchpackError
+from torchpack._archive_reader import check_record_name, check_record_names
 
 warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
 
@@ -82,3 +84,27 @@ def test_damaged_archive_from_a_mapped_file(change: tuple, tmp_path_factory: pyt
     path = Path(tmp_path_factory.mktemp("damaged")) / "damaged.pt"
     path.write_bytes(damage(VALID, change))
     check_loads_identically_or_fails_cleanly(path)  # type: ignore[arg-type]
+
+
+def _first_error(check: Callable[[], object]) -> str | None:
+    try:
+        check()
+    except ArchiveFormatError as error:
+        return str(error)
+    return None
+
+
+@SETTINGS
+@given(names=record_name_lists)
+@example(names=["package/a", "package/./b"])
+@example(names=["package/a\n/b"])  # a newline: the names are checked one by one
+@example(names=["package/a", ""])
+@example(names=["C:/a"])
+@example(names=["package/"])  # a folder entry
+@example(names=["package/.../b", "package/a..", "package/..a/b"])  # dots, but no "." or ".." segment
+def test_names_checked_together_fail_as_one_by_one(names: list[str]) -> None:
+    # The parser checks all names of a directory at once; the verdict and the culprit named
+    # must be those of checking each name in turn.
+    together = _first_error(lambda: check_record_names(names, "a.pt"))
+    one_by_one = _first_error(lambda: [check_record_name(name, "a.pt") for name in names])
+    assert together == one_by_one

@@ -29,7 +29,15 @@ from ._pickling import pickle_object
 from ._resolution import DependencyGraph, ModuleAction, ModuleNode, clear_spec_memo, locate_module, module_exists
 from ._source_scan import shared_scan_cache
 from ._stdlib import is_stdlib_module
-from ._storage import PLAIN_TYPES, StorageRef, describe_storage, is_storage, storage_bytes, storage_location
+from ._storage import (
+    PLAIN_TYPES,
+    STORAGE_TYPES,
+    StorageRef,
+    cpu_storage_bytes,
+    describe_storage,
+    storage_bytes,
+    storage_location,
+)
 from ._torchscript import TorchScriptWriter, script_module_storages
 from .errors import BrokenModule, BrokenReason, EmptyMatchError, PackagingError, TorchpackError
 from .importer import PACKAGE_IMPORTER_MODULE, Importer, OrderedImporter, sys_importer
@@ -91,7 +99,6 @@ class PackageExporter:
         self._reduced: dict[int, tuple[Any, tuple[Any, ...]]] = {}
         self._reduce_ids = itertools.count()
         self._writer = ArchiveWriter(f)
-        self._written_digests: dict[str, tuple[int, str]] = {}
         self._closed = False
         clear_spec_memo()
 
@@ -300,9 +307,9 @@ class PackageExporter:
         kind = type(obj)
         if kind in PLAIN_TYPES or kind is type:
             return None  # most objects: answered before any slower check (classes are globals)
-        if kind is StorageRef:  # a plain tensor's storage (see plain_tensor_reduction)
-            return self._storage_id(obj.untyped, obj.storage_class, obj.count)
-        if is_storage(obj):
+        if kind is StorageRef:  # a plain CPU tensor's storage (see plain_tensor_reduction)
+            return self._storage_id(obj.untyped, obj.storage_class, obj.count, on_cpu=True)
+        if isinstance(obj, STORAGE_TYPES):
             return self._storage_id(*describe_storage(obj))
         if hasattr(obj, "__reduce_package__") and not isinstance(obj, type):
             # One call per object: the same object pickled twice must not save its data twice.
@@ -316,12 +323,17 @@ class PackageExporter:
             return self._reduced[id(obj)][1]
         return None
 
-    def _storage_id(self, untyped: Any, storage_class: Any, count: int) -> tuple[Any, ...]:
-        """A storage's persistent id; its record is written the first time it is met."""
+    def _storage_id(self, untyped: Any, storage_class: Any, count: int, *, on_cpu: bool = False) -> tuple[Any, ...]:
+        """A storage's persistent id; its record is written the first time it is met.
+
+        ``on_cpu``: the caller knows the storage is on the CPU, and torch tags it "cpu"
+        (see StorageRef); asking the storage costs more than the rest of a small tensor.
+        """
         key, first = self._torchscript.storage_key(untyped)
         if first:
-            self._writer.write_record(records.storage_record(str(key)), storage_bytes(untyped), align=True)
-        return ("storage", storage_class, key, storage_location(untyped), count)
+            data = cpu_storage_bytes(untyped) if on_cpu else storage_bytes(untyped)
+            self._writer.write_record(records.storage_record(str(key)), data, align=True)
+        return ("storage", storage_class, key, "cpu" if on_cpu else storage_location(untyped), count)
 
     def save_text(self, package: str, resource: str, text: str) -> None:
         """Save ``text`` (UTF-8) as ``package/resource``."""
@@ -407,7 +419,7 @@ class PackageExporter:
             raise
         self._closed = True
         if self._writer.final_path is not None:
-            remember_written(self._writer.final_path, self._written_digests)
+            remember_written(self._writer.final_path)
 
     def _provided_as_resource_folder(self, node: ModuleNode) -> bool:
         """A module missing from the environment whose folder holds saved resources or sources.
@@ -499,9 +511,9 @@ class PackageExporter:
         written = self._writer.flush_staged()
         serialization_id = records.serialization_id({name: r.digest for name, r in written.items()})
         self._writer.write_record(records.SERIALIZATION_ID, serialization_id.encode())
-        self._written_digests = {name: (r.size, r.digest) for name, r in written.items()}
+        written_digests = {name: (r.size, r.digest) for name, r in written.items()}
         self._writer.write_record(
-            records.INTEGRITY, records.integrity_document(self._written_digests, records.provenance(extern))
+            records.INTEGRITY, records.integrity_document(written_digests, records.provenance(extern))
         )
 
 __all__ = ["PackageExporter", "PackagingError", "EmptyMatchError", "TorchpackError"]

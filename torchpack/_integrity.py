@@ -203,18 +203,19 @@ def _remembered_key(file_key: str, name: str, hex_digest: str) -> str:
     return hashlib.sha256(f"{file_key}\0{name}\0{hex_digest}".encode()).hexdigest()
 
 
-def remember_written(path: str, written: Mapping[str, tuple[int, str]]) -> None:
-    """Remember the large records of an archive file this process has just written as checked.
+def _whole_file_key(file_key: str) -> str:
+    """Cache key saying "every record of this very file matched its digest"."""
+    return hashlib.sha256(f"{file_key}\0every record".encode()).hexdigest()
+
+
+def remember_written(path: str) -> None:
+    """Remember every record of an archive file this process has just written as checked.
 
     The writer computed each digest from the very bytes it wrote, so hashing them again on
     the first load would prove nothing new; the remembered check is void once the file's
     identity changes, as for checks made on load (see CheckedReader._remembered_key).
-    ``written`` maps record names to (size, hex digest).
     """
-    key = _file_key(path, file_identity(os.stat(path)))
-    for name, (size, hex_digest) in written.items():
-        if size >= REMEMBER_THRESHOLD:
-            disk_cache.store(disk_cache.VERIFIED, _remembered_key(key, name, hex_digest), b"")
+    disk_cache.store(disk_cache.VERIFIED, _whole_file_key(_file_key(path, file_identity(os.stat(path)))), b"")
 
 
 class CheckedReader:
@@ -231,8 +232,11 @@ class CheckedReader:
         self._hex_digest = digest_module.HEX_DIGESTS[integrity.algorithm]
         # Identifies the file for remembered checks; resolved once, not per record.
         self._file_key = None
+        #: Every record of this file was checked before (or written by this machine): no hashing.
+        self._all_checked = False
         if reader.file_identity is not None:
             self._file_key = _file_key(reader.name, reader.file_identity)
+            self._all_checked = disk_cache.load(disk_cache.VERIFIED, _whole_file_key(self._file_key)) is not None
         self.name = reader.name
         self.mapped = reader.mapped
         self.top_folder = reader.top_folder
@@ -249,6 +253,8 @@ class CheckedReader:
         return IntegrityError(f"{self.name}: record {problem.record!r} {problem.message}")
 
     def _check(self, name: str, data: Any) -> None:
+        if self._all_checked:
+            return
         expected = self._integrity.records.get(name)
         if expected is None or name in self._checked:
             return
@@ -281,7 +287,10 @@ class CheckedReader:
         return _remembered_key(self._file_key, name, expected.digest)
 
     def verify_all(self) -> None:
-        """Hash every record now (mapped tensors included); raise on the first mismatch."""
+        """Hash every record now (mapped tensors included); raise on the first mismatch.
+
+        Once all of a file's records have passed, later loads of the unchanged file hash none.
+        """
         for name in self._reader.names():
             if name not in self._integrity.records:
                 continue
@@ -290,6 +299,8 @@ class CheckedReader:
             except ArchiveFormatError:
                 data = self._reader.read(name)  # compressed: no view; read() inflates and checks
             self._check(name, data)
+        if self._file_key is not None and not self._all_checked:
+            disk_cache.store(disk_cache.VERIFIED, _whole_file_key(self._file_key), b"")
 
     def names(self) -> list[str]:
         return self._reader.names()

@@ -41,7 +41,7 @@ from ._mangling import PackageMangler, demangle
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
 from ._source_scan import resolve_relative
-from ._storage import MapLocation, restore_location, storage_from_record
+from ._storage import MapLocation, restore_location, storage_from_record, typed_storage
 from ._torchscript import (
     StorageContext,
     call_package_reducer,
@@ -320,7 +320,7 @@ class PackageImporter(Importer):
                     # `_dtype`: the public `dtype` of the legacy storage classes warns that they are deprecated.
                     dtype = torch.uint8 if storage_class is torch.UntypedStorage else storage_class._dtype
                     dtypes[storage_class] = dtype
-                return torch.storage.TypedStorage(wrap_storage=storage, dtype=dtype, _internal=True)
+                return typed_storage(storage, dtype)
             if kind == "reduce_package":
                 if len(saved_id) == 3:  # archives from before reduce ids existed
                     _, func, args = saved_id

@@ -26,13 +26,13 @@ MapLocation = Union[None, str, torch.device, dict, Callable[[Any, str], Any]]
 PLAIN_TYPES = frozenset({int, float, complex, bool, str, bytes, type(None), tuple, list, dict, torch.Size})
 
 
-def is_storage(obj: Any) -> bool:
-    return isinstance(obj, (torch.UntypedStorage, torch.storage.TypedStorage))
+#: What the pickler saves as a storage record: ``isinstance(obj, STORAGE_TYPES)``.
+STORAGE_TYPES = (torch.UntypedStorage, torch.storage.TypedStorage)
 
 
 def describe_storage(obj: Any) -> tuple[torch.UntypedStorage, Any, int]:
     """(untyped storage, storage class to pickle, element count) of a typed or untyped storage."""
-    if not isinstance(obj, torch.UntypedStorage):  # a TypedStorage, see is_storage
+    if not isinstance(obj, torch.UntypedStorage):  # a TypedStorage, see STORAGE_TYPES
         # The underscored forms: the public ones warn that TypedStorage is deprecated, and
         # silencing that per storage costs more than the rest of this function.
         return obj._untyped_storage, getattr(torch, obj._pickle_storage_type()), obj._size()
@@ -43,8 +43,18 @@ def storage_location(storage: torch.UntypedStorage) -> str:
     return location_tag(storage)
 
 
+def cpu_tagged_first() -> bool:
+    """Whether torch asks its CPU tagger first, so that every CPU storage's location is "cpu".
+
+    A tagger registered with a lower priority could claim CPU storages; then only
+    :func:`storage_location` is sure to say what torch would.
+    """
+    registry = torch.serialization._package_registry
+    return bool(registry) and registry[0][1] is torch.serialization._cpu_tag
+
+
 class StorageRef:
-    """A tensor's storage as :func:`plain_tensor_reduction` hands it to the pickler.
+    """A plain CPU tensor's storage as :func:`plain_tensor_reduction` hands it to the pickler.
 
     It carries what :func:`describe_storage` would say of the TypedStorage that torch's own
     reduction wraps around the storage, so the exporter's persistent id is the same without
@@ -88,7 +98,8 @@ def plain_tensor_reduction(tensor: torch.Tensor) -> tuple[Any, tuple[Any, ...]] 
         return None
     if tensor.requires_grad and not tensor.is_leaf:
         return None
-    if tensor._backward_hooks or torch._utils._get_obj_state(tensor) or torch._utils.get_tensor_metadata(tensor):
+    # What torch._utils._get_obj_state and get_tensor_metadata ask, without their Python layers.
+    if tensor._backward_hooks or tensor.__getstate__() or torch._C._get_tensor_metadata(tensor):
         return None
     dtype = tensor.dtype
     if dtype in _NEW_DTYPES:
@@ -114,16 +125,23 @@ _NEW_DTYPES = frozenset(torch.storage._new_dtypes())
 _SMALL_STORAGE = 1 << 12
 
 
-def storage_bytes(storage: torch.UntypedStorage) -> memoryview:
-    """The storage's bytes without copying them (CPU storages; others are copied to CPU first)."""
+def storage_bytes(storage: torch.UntypedStorage) -> bytes | memoryview:
+    """The storage's bytes; large ones are not copied (see :func:`cpu_storage_bytes`). Storages
+    on other devices are copied to the CPU first."""
     if storage.device.type != "cpu":
         storage = storage.cpu()
+    return cpu_storage_bytes(storage)
+
+
+def cpu_storage_bytes(storage: torch.UntypedStorage) -> bytes | memoryview:
+    """The bytes of a storage known to be on the CPU (asking costs more than copying 4 KiB):
+    a copy below :data:`_SMALL_STORAGE`, a view of the storage's own memory from there up."""
     size = storage.nbytes()
     if size == 0:
-        return memoryview(b"")
+        return b""
     if size < _SMALL_STORAGE:
         # A copy of a small storage is made in one call; the aliasing view below takes several.
-        return memoryview(ctypes.string_at(storage.data_ptr(), size))
+        return ctypes.string_at(storage.data_ptr(), size)
     # The view aliases the storage's memory and holds the storage, so that memory outlives
     # every use of the view - a CPU copy made just above included, and the writer hashes
     # large records in helper threads after this call returned.
@@ -145,6 +163,15 @@ def storage_from_record(view: memoryview, *, share: bool) -> torch.UntypedStorag
             warnings.simplefilter("ignore", UserWarning)
             return torch.frombuffer(view, dtype=torch.uint8).untyped_storage()
     return torch.frombuffer(bytearray(view), dtype=torch.uint8).untyped_storage()
+
+
+def typed_storage(untyped: torch.UntypedStorage, dtype: torch.dtype) -> torch.storage.TypedStorage:
+    """``TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)``, less its argument
+    checks (a quarter of the time): loading makes one per tensor, from arguments it checked."""
+    typed = object.__new__(torch.storage.TypedStorage)
+    typed.dtype = dtype
+    typed._untyped_storage = untyped
+    return typed
 
 
 def restore_location(storage: torch.UntypedStorage, location: str, map_location: MapLocation) -> Any:
