@@ -172,3 +172,10 @@ def test_the_loaders_typed_storage_is_torchs(dtype: torch.dtype) -> None:
     assert ours.__dict__.keys() == theirs.__dict__.keys()
     assert ours.dtype == theirs.dtype and ours._untyped_storage is theirs._untyped_storage
     assert ours._size() == theirs._size() and ours._pickle_storage_type() == theirs._pickle_storage_type()
+
+
+def test_the_loaders_typed_storage_leaves_odd_arguments_to_torch() -> None:
+    with pytest.raises(TypeError, match="must be UntypedStorage"):
+        typed_storage(torch.zeros(2), torch.float32)  # a map_location returning a tensor
+    with pytest.raises(TypeError, match="must be torch.dtype"):
+        typed_storage(torch.UntypedStorage(4), "float32")

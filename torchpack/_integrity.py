@@ -17,6 +17,7 @@ tensor reads all of its pages, which mapping otherwise defers until the tensor i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -42,6 +43,10 @@ class RecordDigest(NamedTuple):
     # A tuple rather than a dataclass: archives of many small tensors list tens of thousands.
     size: int
     digest: str  # hex, of the integrity record's algorithm
+
+
+#: RecordDigest(...) without the Python-level __new__ that NamedTuple generates.
+_new_record_digest = functools.partial(tuple.__new__, RecordDigest)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ def parse_integrity(data: bytes, archive: str) -> IntegrityRecord:
     if not isinstance(listed, dict) or not isinstance(provenance, dict):
         raise ArchiveFormatError(f"{where}: 'records' and 'provenance' must be objects")
     digests: dict[str, RecordDigest] = {}
+    hex_length = digest_module.HEX_LENGTH
     for name, entry in listed.items():
         try:
             size, hex_digest = entry["size"], entry[algorithm]
@@ -109,10 +115,10 @@ def parse_integrity(data: bytes, archive: str) -> IntegrityRecord:
             not isinstance(size, int)
             or size < 0
             or not isinstance(hex_digest, str)
-            or len(hex_digest) != digest_module.HEX_LENGTH
+            or len(hex_digest) != hex_length
         ):
             raise ArchiveFormatError(f"{where}: malformed entry for {name!r}")
-        digests[name] = RecordDigest(size, hex_digest)
+        digests[name] = _new_record_digest((size, hex_digest))
     return IntegrityRecord(digests, provenance, algorithm)
 
 

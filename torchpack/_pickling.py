@@ -58,7 +58,7 @@ class _RecordingCPickler(pickle.Pickler):
                 return reduced
         elif type(obj) is OrderedDict and not obj and not obj.__dict__:
             # One per tensor (its backward hooks): what OrderedDict.__reduce_ex__ gives less the
-            # empty state and item iterator, which add no bytes - at a twentieth of its cost.
+            # empty state and item iterator, which add no bytes - without calling it (1.3 us).
             return _EMPTY_ORDERED_DICT
         if isinstance(obj, _GLOBAL_TYPES) or isinstance(obj, _NAMED_TORCH_OBJECTS):
             self.globals_seen[self._importer.get_name(obj)] = None

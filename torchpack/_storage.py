@@ -166,8 +166,12 @@ def storage_from_record(view: memoryview, *, share: bool) -> torch.UntypedStorag
 
 
 def typed_storage(untyped: torch.UntypedStorage, dtype: torch.dtype) -> torch.storage.TypedStorage:
-    """``TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)``, less its argument
-    checks (a quarter of the time): loading makes one per tensor, from arguments it checked."""
+    """``TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)`` in a quarter of the
+    time: loading makes one per tensor. Its argument checks come down to two type tests;
+    anything else (a ``map_location`` that returned another kind of object, a pickle naming
+    an odd storage class) goes to torch's constructor, and its errors."""
+    if type(untyped) is not torch.UntypedStorage or type(dtype) is not torch.dtype:
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
     typed = object.__new__(torch.storage.TypedStorage)
     typed.dtype = dtype
     typed._untyped_storage = untyped
