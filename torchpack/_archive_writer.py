@@ -203,8 +203,7 @@ class ArchiveWriter:
     def _write(self, *parts: Buffer) -> None:
         """Write now, or - once records are pipelined - after everything handed over before."""
         if self._output is None:
-            for part in parts:
-                self._stream.write(part)
+            self._write_parts(parts)
         else:
             self._last_output = self._output.submit(self._write_parts, parts)
 

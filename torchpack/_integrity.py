@@ -214,6 +214,10 @@ def _whole_file_key(file_key: str) -> str:
     return hashlib.sha256(f"{file_key}\0every record".encode()).hexdigest()
 
 
+def _remember_whole_file(file_key: str) -> None:
+    disk_cache.store(disk_cache.VERIFIED, _whole_file_key(file_key), b"")
+
+
 def remember_written(path: str) -> None:
     """Remember every record of an archive file this process has just written as checked.
 
@@ -221,7 +225,7 @@ def remember_written(path: str) -> None:
     the first load would prove nothing new; the remembered check is void once the file's
     identity changes, as for checks made on load (see CheckedReader._remembered_key).
     """
-    disk_cache.store(disk_cache.VERIFIED, _whole_file_key(_file_key(path, file_identity(os.stat(path)))), b"")
+    _remember_whole_file(_file_key(path, file_identity(os.stat(path))))
 
 
 class CheckedReader:
@@ -306,7 +310,7 @@ class CheckedReader:
                 data = self._reader.read(name)  # compressed: no view; read() inflates and checks
             self._check(name, data)
         if self._file_key is not None and not self._all_checked:
-            disk_cache.store(disk_cache.VERIFIED, _whole_file_key(self._file_key), b"")
+            _remember_whole_file(self._file_key)
 
     def names(self) -> list[str]:
         return self._reader.names()
