@@ -13,7 +13,6 @@ import functools
 import mmap
 import os
 import re
-import struct
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple, Union
@@ -42,9 +41,6 @@ def mmap_access(mode: MmapMode) -> int | None:
     if mode is False:
         return None
     raise ValueError(f"mmap must be True, False, 'copy-on-write' or 'read-only', not {mode!r}")
-
-#: The extra field length of a local header, at offset 28.
-_EXTRA_LENGTH = struct.Struct("<H")
 
 # The end record is 22 bytes plus a comment of up to 65535 bytes.
 _MAX_END_SEARCH = fmt.END_OF_CENTRAL_DIR.size + 0xFFFF
@@ -236,7 +232,10 @@ class ZipArchiveReader:
         entries = self._entries
         full_names: list[str] = []  # checked all at once when the loop is done
         unpack_central = fmt.CENTRAL_HEADER.unpack_from
-        unpack_extra_length = _EXTRA_LENGTH.unpack_from
+        unpack_extra_length = fmt.LOCAL_EXTRA_LENGTH.unpack_from
+        repeated_start, repeated_end = fmt.LOCAL_REPEATED
+        central_repeated_start = fmt.CENTRAL_REPEATED_START
+        central_repeated_end = central_repeated_start + repeated_end - repeated_start
         central_size, local_size = fmt.CENTRAL_HEADER.size, fmt.LOCAL_HEADER.size
         local_signature, zip32_limit = fmt.LOCAL_HEADER_SIGNATURE, fmt.ZIP32_LIMIT
         file_size = len(data)
@@ -297,12 +296,13 @@ class ZipArchiveReader:
             data_start = offset + local_size + name_len
             if (
                 not zip64
-                and whole[offset : offset + 4] == local_signature
-                and whole[offset + 4 : offset + 28] == directory[position + 6 : position + 30]
+                and whole[offset : offset + repeated_start] == local_signature
+                and whole[offset + repeated_start : offset + repeated_end]
+                == directory[position + central_repeated_start : position + central_repeated_end]
                 and whole[offset + local_size : data_start] == raw_name
                 and (method != fmt.STORED or size == csize)
             ):
-                data_start += unpack_extra_length(whole, offset + 28)[0]
+                data_start += unpack_extra_length(whole, offset + repeated_end)[0]
                 if data_start + csize > file_size:
                     raise self._fail(f"record {name!r} extends past the end of the file (truncated)")
             else:

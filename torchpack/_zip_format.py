@@ -51,6 +51,13 @@ ZIP64_LOCATOR = struct.Struct("<4sIQI")
 ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
 EXTRA_HEADER = struct.Struct("<HH")
 
+#: A local header repeats its central entry's version needed, flags, method, time, date,
+#: CRC-32, sizes and name length: bytes [4:28) of the local header, [6:30) of the central one.
+LOCAL_REPEATED = (4, 28)
+CENTRAL_REPEATED_START = 6
+#: The local header's extra field length, which follows the repeated bytes.
+LOCAL_EXTRA_LENGTH = struct.Struct("<H")
+
 #: Sizes and counts at or above these need the ZIP64 extensions.
 ZIP32_LIMIT = 0xFFFFFFFF
 ZIP16_LIMIT = 0xFFFF
