@@ -16,7 +16,7 @@ import platform
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Literal, Union
 
 from . import _records as records
 from ._archive_writer import ArchiveWriter
@@ -41,6 +41,12 @@ from ._storage import (
 from ._torchscript import TorchScriptWriter, script_module_storages
 from .errors import BrokenModule, BrokenReason, EmptyMatchError, PackagingError, TorchpackError
 from .importer import PACKAGE_IMPORTER_MODULE, Importer, OrderedImporter, sys_importer
+
+#: Which pattern decides a module that several match: the first declared (torch.package's
+#: rule, the default), or the most specific ("deny" first, then the pattern with the most
+#: literal leading segments, then declaration order), which BUILD.toml targets use so that
+#: ``intern = "a.b.**"`` carves a subtree out of ``extern = "a.**"`` whatever the key order.
+PatternPrecedence = Literal["first-declared", "most-specific"]
 
 #: ``hook(exporter, module_name)``, called at close for each module of one action.
 ActionHook = Callable[["PackageExporter", str], None]  # the exporter, then the module name
@@ -74,7 +80,12 @@ class PackageExporter:
         f: Union[str, os.PathLike, BinaryIO],
         importer: Union[Importer, Sequence[Importer]] = sys_importer,
         debug: bool = False,
+        *,
+        pattern_precedence: PatternPrecedence = "first-declared",
     ) -> None:
+        if pattern_precedence not in ("first-declared", "most-specific"):
+            raise ValueError(f"pattern_precedence must be 'first-declared' or 'most-specific', not {pattern_precedence!r}")
+        self._most_specific_wins = pattern_precedence == "most-specific"
         if isinstance(importer, Importer):
             self.importer = importer
         elif isinstance(importer, collections.abc.Sequence):
@@ -157,17 +168,34 @@ class PackageExporter:
         if self._is_implicit_extern(module_name):
             node.action, node.provided = ModuleAction.EXTERN, True
             return
-        for pattern, rule in self.patterns.items():
-            if pattern.matches(module_name):
-                rule.was_matched = True
-                if rule.action is ModuleAction.INTERN:
-                    self._add_interned(module_name, dependencies)
-                else:
-                    node.action, node.provided = rule.action, True
-                    if rule.action is ModuleAction.DENY:
-                        node.broken = BrokenReason.DENIED
-                return
-        node.broken = BrokenReason.NO_ACTION
+        rule = self._deciding_rule(module_name)
+        if rule is None:
+            node.broken = BrokenReason.NO_ACTION
+            return
+        rule.was_matched = True
+        if rule.action is ModuleAction.INTERN:
+            self._add_interned(module_name, dependencies)
+        else:
+            node.action, node.provided = rule.action, True
+            if rule.action is ModuleAction.DENY:
+                node.broken = BrokenReason.DENIED
+
+    def _deciding_rule(self, module_name: str) -> _PatternRule | None:
+        """The rule whose action ``module_name`` takes (see :data:`PatternPrecedence`)."""
+        if not self._most_specific_wins:
+            for pattern, rule in self.patterns.items():
+                if pattern.matches(module_name):
+                    return rule
+            return None
+        best: tuple[tuple[bool, int, bool], _PatternRule] | None = None
+        for pattern, rule in self.patterns.items():  # declaration order: the first of equals wins
+            specificity = pattern.specificity(module_name)
+            if specificity is None:
+                continue
+            rank = (rule.action is ModuleAction.DENY, *specificity)
+            if best is None or rank > best[0]:
+                best = (rank, rule)
+        return None if best is None else best[1]
 
     def _add_interned(self, module_name: str, dependencies: bool) -> None:
         node = self.dependency_graph.node(module_name)
@@ -211,14 +239,23 @@ class PackageExporter:
         """Depend on the parent packages of ``module_name``: importing a.b.c runs a and a.b.
 
         torch.package skips them, so a parent's ``__init__`` goes missing from the package.
-        A parent that no pattern mentions stays out, as there: the importer then provides
-        an empty package for its folder, which keeps torch.package-era export code working.
+        Here they are packaged from the top down, stopping at the first parent that would
+        not be (extern, or no pattern mentions it): below that point the package is part of
+        a library it only partly holds, as with ``intern("t.models.gpt2.**")`` plus
+        ``extern("t.**")``. There, as in torch.package, the importer provides empty packages
+        for the folders: the library's own ``__init__`` files expect the whole library around
+        them, and an extern parent listed above interned modules is an archive that
+        torch.package refuses and that once made torchpack run the installed code instead.
         """
         parts = module_name.split(".")
         for depth in range(1, len(parts)):
             ancestor = ".".join(parts[:depth])
-            if self._is_implicit_extern(ancestor) or any(p.matches(ancestor) for p in self.patterns):
-                self._depend(user, ancestor)
+            if self._is_implicit_extern(ancestor):
+                return
+            rule = self._deciding_rule(ancestor)
+            if rule is None or rule.action is ModuleAction.EXTERN:
+                return
+            self._depend(user, ancestor)
 
     def _is_known_module(self, name: str) -> bool:
         node = self.dependency_graph.nodes.get(name)
@@ -298,10 +335,8 @@ class PackageExporter:
     def _first_action(self, module_name: str) -> ModuleAction | None:
         if self._is_implicit_extern(module_name):
             return None
-        for pattern, rule in self.patterns.items():
-            if pattern.matches(module_name):
-                return rule.action
-        return None
+        rule = self._deciding_rule(module_name)
+        return None if rule is None else rule.action
 
     def _persistent_id(self, obj: Any) -> Any:
         kind = type(obj)

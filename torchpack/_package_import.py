@@ -236,7 +236,23 @@ class PackageImporter(Importer):
         return self._is_extern(name) and module_exists(sys_importer, name)
 
     def _is_extern(self, name: str) -> bool:
-        return name in self._extern_parents or any(a in self._extern_set for a in (*_ancestors(name), name))
+        """Whether ``name`` comes from the environment rather than from the archive.
+
+        The nearest of ``name`` and its ancestors that the archive either holds source for or
+        lists as extern decides, so a module whose source is in the archive always runs from
+        the archive: an interned ``t.models.gpt2`` under an extern ``t`` must never quietly
+        become the installed ``t.models.gpt2``. Folders without an ``__init__.py`` decide
+        nothing. Parents of extern modules that the archive does not mention at all are extern.
+        """
+        candidate = name
+        while candidate:
+            entry = self._index.get(candidate)
+            if entry is not None and entry.filename is not None:
+                return False
+            if candidate in self._extern_set:
+                return True
+            candidate = candidate.rpartition(".")[0]
+        return name in self._extern_parents
 
     # -- resources --------------------------------------------------------------------------
 
@@ -441,16 +457,20 @@ class PackageImporter(Importer):
         if module is not _NOT_LOADED:
             return module
         parent = name.rpartition(".")[0]
-        if self._is_extern(name):
+        extern = self._is_extern(name)
+        if extern and (not parent or self._is_extern(parent)):
             # The environment's import system handles its own parents (and oddities such
             # as `os.path`, a submodule of a module that is not a package).
             return self._load(name)
         if parent:
+            # A packaged parent is imported first, as CPython does; so is the packaged parent
+            # of an extern module, which then gets the extern child bound as its attribute
+            # (`from transformers import initialization` with only the child extern).
             if parent not in self.modules:
                 self._gcd_import(parent)
             if name in self.modules:  # the parent's import may have imported us already
                 return self.modules[name]
-            if not hasattr(self.modules[parent], "__path__"):
+            if not extern and not hasattr(self.modules[parent], "__path__"):
                 raise ModuleNotFoundError(f"No module named '{name}'; '{parent}' is not a package", name=name)
         module = self._load(name)
         if parent:

@@ -188,7 +188,9 @@ def _make_object(record: str, source: PickleSource, importers: dict[Label, Any])
 def _save_everything(exporter: Any, target: Target, root: Path, importers: dict[Label, Any]) -> None:
     for kind, action in target.actions():
         with _step((kind,), f"{kind}({list(action.include)}): "):
-            getattr(exporter, kind)(list(action.include), exclude=list(action.exclude), allow_empty=action.allow_empty)
+            # deny() has no allow_empty: a deny that matches nothing is what its author hopes for.
+            options = {} if kind == "deny" else {"allow_empty": action.allow_empty}
+            getattr(exporter, kind)(list(action.include), exclude=list(action.exclude), **options)
     for module, source in target.sources.items():
         with _step(("sources", module), "cannot save the source: "):
             exporter.save_source_string(module, source.source, is_package=source.package)
@@ -230,7 +232,9 @@ def export(target: Target, root: Path, output: Path, deps: dict[Label, Path]) ->
         with open(temporary, "wb") as stream:
             os.fchmod(stream.fileno(), 0o644)  # the same mode whatever the umask
             with _step(ACTIONS_KEY, "cannot create the exporter: "):
-                exporter = PackageExporter(stream, importer=[*importers.values(), sys_importer])
+                exporter = PackageExporter(
+                    stream, importer=[*importers.values(), sys_importer], pattern_precedence="most-specific"
+                )
             with exporter:
                 _save_everything(exporter, target, root, importers)
                 # close() resolves the dependency graph (unmatched, denied or broken modules

@@ -40,9 +40,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-#: The order in which action lists are registered with the exporter.  Like torch.package, a
-#: module takes the first pattern that matches it, so the narrow lists (deny, mock, extern)
-#: come before the usually broad intern list; use ``exclude`` for finer control.
+#: The order in which action lists are registered with the exporter. A target's exporter
+#: lets the most specific pattern decide (deny before anything, then the most literal leading
+#: segments; see ``PackageExporter(pattern_precedence=...)``), so this order only breaks ties.
 ACTION_KINDS = ("deny", "mock", "extern", "intern")
 TARGET_KEYS = (*ACTION_KINDS, "deps", "seed", "out", "modules", "sources", "text", "binary", "pickle")
 _ACTION_KEYS = ("include", "exclude", "allow_empty")
