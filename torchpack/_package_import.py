@@ -22,7 +22,6 @@ import os
 import pickle
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterable
 from importlib.util import module_from_spec
 from types import ModuleType
@@ -52,6 +51,7 @@ from ._torchscript import (
     shared_storage,
 )
 from ._restricted import GlobalPolicy
+from ._user_warnings import warn_once
 from .errors import ArchiveFormatError, ExternVersionError, ExternVersionWarning, RecordNotFoundError
 from .file_structure_representation import Directory, directory_from_records
 from ._resolution import module_exists
@@ -189,10 +189,16 @@ class PackageImporter(Importer):
         mismatches = extern_version_mismatches(self.integrity_record)
         if not mismatches:
             return
-        message = f"{self.filename}: " + "; ".join(mismatch.describe() for mismatch in mismatches)
         if strict:
+            message = f"{self.filename}: " + "; ".join(mismatch.describe() for mismatch in mismatches)
             raise ExternVersionError(message)
-        warnings.warn(message, ExternVersionWarning, stacklevel=3)
+        # Once per archive and distribution, however many importers open the same archive.
+        serialization_id = (
+            self.zip_reader.read(records.SERIALIZATION_ID) if self.zip_reader.has_record(records.SERIALIZATION_ID) else b""
+        )
+        archive = (self.filename, serialization_id)
+        for mismatch in mismatches:
+            warn_once((archive, mismatch), f"{self.filename}: {mismatch.describe()}", ExternVersionWarning)
 
     def _extern_module_names(self) -> list[str]:
         if not self.zip_reader.has_record(records.EXTERN_MODULES):
