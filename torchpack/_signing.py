@@ -26,6 +26,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Union
 
 from . import _records as records
@@ -49,21 +50,17 @@ _SIGNATURE_SIZE = 64
 PublicKeySource = Union["Ed25519PublicKey", bytes, str, os.PathLike]
 
 
-def _ed25519() -> Any:
+def _crypto() -> Any:
+    """``cryptography``'s modules this file uses (imported on first use, ~30 ms)."""
     try:
+        from cryptography import exceptions
+        from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError:
         raise SigningUnavailableError(
             "archive signatures need the 'cryptography' package: pip install 'torchpack[sign]'"
         ) from None
-    return ed25519
-
-
-def _serialization() -> Any:
-    _ed25519()  # the one place that says what to install
-    from cryptography.hazmat.primitives import serialization
-
-    return serialization
+    return SimpleNamespace(ed25519=ed25519, serialization=serialization, exceptions=exceptions)
 
 
 def _read_small_file(path: str | os.PathLike, error: type[Exception], what: str) -> bytes:
@@ -88,7 +85,8 @@ def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
     """An Ed25519 private key from a file: PKCS#8 PEM (``openssl genpkey -algorithm ed25519``,
     ``torchpack keygen``), OpenSSH (``ssh-keygen -t ed25519 -N ''``) or the raw 32-byte seed.
     Password-protected keys are refused."""
-    ed25519, serialization = _ed25519(), _serialization()
+    crypto = _crypto()
+    ed25519, serialization = crypto.ed25519, crypto.serialization
     data = _read_small_file(path, SigningKeyError, "key file")
     where = os.fspath(path)
     if len(data) == _RAW_KEY_SIZE:
@@ -100,7 +98,7 @@ def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
             key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise SigningKeyError(f"{where}: the private key is password-protected; give an unencrypted key") from None
-    except (ValueError, serialization.UnsupportedAlgorithm) as error:
+    except (ValueError, crypto.exceptions.UnsupportedAlgorithm) as error:
         raise SigningKeyError(f"{where}: not a PEM, OpenSSH or raw 32-byte Ed25519 private key ({error})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise SigningKeyError(f"{where}: a {type(key).__name__}, not an Ed25519 private key")
@@ -111,7 +109,8 @@ def load_public_key(source: PublicKeySource) -> Ed25519PublicKey:
     """A trusted Ed25519 public key: a key object, or the contents (bytes) or path of a file
     holding it as PEM (``-----BEGIN PUBLIC KEY-----``), an OpenSSH line (``ssh-ed25519 AAAA...``)
     or the raw 32 bytes."""
-    ed25519, serialization = _ed25519(), _serialization()
+    crypto = _crypto()
+    ed25519, serialization = crypto.ed25519, crypto.serialization
     if isinstance(source, ed25519.Ed25519PublicKey):
         return source
     if isinstance(source, (str, os.PathLike)):
@@ -122,12 +121,14 @@ def load_public_key(source: PublicKeySource) -> Ed25519PublicKey:
         raise SigningKeyError(f"a trusted key is an Ed25519PublicKey, bytes or a path, not {type(source).__name__}")
     if len(data) == _RAW_KEY_SIZE:
         return ed25519.Ed25519PublicKey.from_public_bytes(data)
+    if b"PRIVATE KEY-----" in data:
+        raise SigningKeyError(f"{where}: a private key; a trusted key is the public one (e.g. KEYFILE.pub)")
     try:
         if data.lstrip().startswith(b"ssh-"):
             key = serialization.load_ssh_public_key(data.strip())
         else:
             key = serialization.load_pem_public_key(data)
-    except (ValueError, serialization.UnsupportedAlgorithm) as error:
+    except (ValueError, crypto.exceptions.UnsupportedAlgorithm) as error:
         raise SigningKeyError(f"{where}: not a PEM, OpenSSH or raw 32-byte Ed25519 public key ({error})") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise SigningKeyError(f"{where}: a {type(key).__name__}, not an Ed25519 public key")
@@ -136,7 +137,7 @@ def load_public_key(source: PublicKeySource) -> Ed25519PublicKey:
 
 def key_id(public_key: Ed25519PublicKey) -> str:
     """16 hex digits naming a public key: the start of the SHA-256 of its raw 32 bytes."""
-    serialization = _serialization()
+    serialization = _crypto().serialization
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -144,7 +145,8 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 def generate_key_pair(private_path: str | os.PathLike) -> tuple[str, str]:
     """Write a new key pair: ``private_path`` (PKCS#8 PEM, mode 0600) and ``private_path.pub``
     (PEM). Existing files are never overwritten."""
-    ed25519, serialization = _ed25519(), _serialization()
+    crypto = _crypto()
+    ed25519, serialization = crypto.ed25519, crypto.serialization
     private_path = os.fspath(private_path)
     public_path = private_path + ".pub"
     key = ed25519.Ed25519PrivateKey.generate()
@@ -266,7 +268,7 @@ def check_signature(
     if not matching:
         trusted = ", ".join(sorted(key_id(key) for key in keys))
         raise SignatureError(f"{where}: signed by key {identifier}, which is not trusted (trusted: {trusted})")
-    invalid_signature = _cryptography_invalid_signature()
+    invalid_signature = _crypto().exceptions.InvalidSignature
     for key in matching:
         try:
             key.verify(raw_signature, SIGNED_PREFIX + integrity)
@@ -276,10 +278,3 @@ def check_signature(
     raise SignatureError(
         f"{where}: does not match {records.INTEGRITY} (key {identifier}): the archive or its signature was changed"
     )
-
-
-def _cryptography_invalid_signature() -> type[Exception]:
-    _ed25519()
-    from cryptography.exceptions import InvalidSignature
-
-    return InvalidSignature
