@@ -52,7 +52,7 @@ from ._torchscript import (
     shared_storage,
 )
 from ._restricted import GlobalPolicy
-from ._signing import PublicKeySource, check_signature
+from ._signing import PublicKeySource, check_signature, signature_path
 from .errors import ArchiveFormatError, ExternVersionError, ExternVersionWarning, RecordNotFoundError
 from .file_structure_representation import Directory, directory_from_records
 from ._resolution import module_exists
@@ -143,7 +143,8 @@ class PackageImporter(Importer):
         else:
             # Nothing but the integrity record is read before the signature vouches for it;
             # CheckedReader below then refuses any record it does not list.
-            signed_integrity, _ = check_signature(reader, trusted_keys, signature)
+            sidecar = signature_path(file_or_buffer) if is_path else None
+            signed_integrity, _ = check_signature(reader, trusted_keys, signature=signature, sidecar=sidecar)
             self.integrity_record = parse_integrity(signed_integrity, reader.name)
         if self.integrity_record is None:
             self.zip_reader: ArchiveReader | CheckedReader = reader

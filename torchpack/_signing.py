@@ -241,27 +241,30 @@ def _parse_signature(document: bytes, where: str) -> tuple[str, bytes]:
 
 
 def check_signature(
-    reader: ArchiveReader, trusted_keys: Iterable[PublicKeySource], signature: bytes | None = None
+    reader: ArchiveReader,
+    trusted_keys: Iterable[PublicKeySource],
+    *,
+    signature: bytes | None = None,
+    sidecar: str | None = None,
 ) -> tuple[bytes, str]:
     """Check that a trusted key signed the archive's integrity record; return its bytes and the key id.
 
-    ``signature`` is the sidecar's contents; by default it is read from next to the archive
-    (an archive read from a buffer must be given it). Reads no record but the integrity
-    record. Raises :class:`SignatureError` naming the archive (and the sidecar) otherwise.
+    The signature is ``signature`` (a sidecar's contents) if given, else read from the
+    ``sidecar`` file (see :func:`signature_path`). Reads no record but the integrity record.
+    Raises :class:`SignatureError` naming the archive (and the sidecar) otherwise.
     """
     keys = [load_public_key(key) for key in trusted_keys]
     if not keys:
         raise SignatureError(f"{reader.name}: no trusted keys given, so no signature can be accepted")
-    if signature is None:
-        if reader.name.startswith("<"):  # "<bytes>", "<buffer>": no file to find a sidecar next to
-            raise SignatureError(f"{reader.name}: unsigned (an archive read from a buffer needs its signature passed in)")
-        path = signature_path(reader.name)
-        if not os.path.lexists(path):
-            raise SignatureError(f"{reader.name}: unsigned (no signature file {path})")
-        signature = _read_small_file(path, SignatureError, "torchpack signature")
-        where = f"{reader.name}: signature {path}"
-    else:
+    if signature is not None:
         where = f"{reader.name}: the signature given"
+    elif sidecar is None:
+        raise SignatureError(f"{reader.name}: unsigned (an archive that is no file needs its signature passed in)")
+    elif not os.path.lexists(sidecar):
+        raise SignatureError(f"{reader.name}: unsigned (no signature file {sidecar})")
+    else:
+        signature = _read_small_file(sidecar, SignatureError, "torchpack signature")
+        where = f"{reader.name}: signature {sidecar}"
     identifier, raw_signature = _parse_signature(signature, where)
     integrity = integrity_bytes(reader)
     matching = [key for key in keys if key_id(key) == identifier]

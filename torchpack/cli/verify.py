@@ -86,7 +86,7 @@ def _signature_result(archive: str, reader: Any, trusted_keys: list[str]) -> dic
         return None
     keys = [signing.load_public_key(key) for key in trusted_keys]  # a bad key file: exit 2
     try:
-        _, key_id = signing.check_signature(reader, keys)
+        _, key_id = signing.check_signature(reader, keys, sidecar=signing.signature_path(archive))
     except SignatureError as error:
         return {"ok": False, "key_id": None, "message": str(error).removeprefix(f"{archive}: ")}
     return {"ok": True, "key_id": key_id, "message": None}
