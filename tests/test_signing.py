@@ -171,6 +171,20 @@ def test_cli_sign_then_verify_with_trusted_keys(tmp_path):
     assert _cli("verify", archive)[0] == 0
 
 
+def test_sign_refuses_an_archive_that_does_not_match_its_integrity_record(tmp_path):
+    from archive_surgery import flip_byte, rebuild
+
+    private, _ = _key_pair(tmp_path)
+    archive = _archive(tmp_path)
+    archive.write_bytes(flip_byte(archive.read_bytes(), "zoo/readme.txt"))
+    code, _, err = _cli("sign", archive, "--key", private)
+    assert code == 2 and "record 'zoo/readme.txt' does not match its integrity digest" in err
+    archive.write_bytes(rebuild(valid_archive(), add={"zoo/extra.txt": b"x"}, refresh_integrity=False))
+    code, _, err = _cli("sign", archive, "--key", private)
+    assert code == 2 and "record 'zoo/extra.txt' is not listed in the integrity record" in err
+    assert not Path(f"{archive}.sig").exists()
+
+
 def test_cli_reports_bad_keys_as_usage_errors(tmp_path):
     archive = _archive(tmp_path)
     (tmp_path / "junk.pem").write_text("not a key\n")

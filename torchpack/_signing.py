@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from . import _records as records
 from ._archive_reader import ArchiveReader
+from ._integrity import CheckedReader, parse_integrity
 from .errors import RecordNotFoundError, SignatureError, SigningKeyError, SigningUnavailableError
 
 if TYPE_CHECKING:
@@ -203,8 +204,14 @@ def signature_document(integrity: bytes, private_key: Ed25519PrivateKey) -> byte
 
 def sign_archive(reader: ArchiveReader, private_key: Ed25519PrivateKey, path: str | None = None) -> str:
     """Sign the archive ``reader`` reads; write the sidecar (through a temporary file and a
-    rename, so a reader never sees half of one) to ``path``, by default next to the archive."""
-    document = signature_document(integrity_bytes(reader), private_key)
+    rename, so a reader never sees half of one) to ``path``, by default next to the archive.
+
+    Every record is checked against the integrity record first (an :class:`IntegrityError`
+    otherwise): a signature must not vouch for a record changed, added or removed before
+    signing. A file this machine exported or checked before is not hashed again."""
+    integrity = integrity_bytes(reader)
+    CheckedReader(reader, parse_integrity(integrity, reader.name)).verify_all()
+    document = signature_document(integrity, private_key)
     path = signature_path(reader.name) if path is None else path
     descriptor, temporary = tempfile.mkstemp(prefix=".torchpack-", suffix=".sig.tmp", dir=os.path.dirname(os.path.abspath(path)))
     try:
