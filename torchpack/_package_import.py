@@ -35,7 +35,7 @@ from . import _records as records
 from ._archive_reader import ArchiveReader, ArchiveSource, MmapMode, open_archive
 from ._gc import collector_paused
 from ._importlib_facade import FACADE_MODULES, make_facades
-from ._integrity import CheckedReader, extern_version_mismatches, read_integrity
+from ._integrity import CheckedReader, extern_version_mismatches, parse_integrity, read_integrity
 from ._mangling import PackageMangler, demangle
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
@@ -51,6 +51,7 @@ from ._torchscript import (
     shared_storage,
 )
 from ._restricted import GlobalPolicy
+from ._signing import PublicKeySource, check_signature, signature_path
 from ._user_warnings import warn_once
 from .errors import ArchiveFormatError, ExternVersionError, ExternVersionWarning, RecordNotFoundError
 from .file_structure_representation import Directory, directory_from_records
@@ -105,6 +106,13 @@ class PackageImporter(Importer):
     such as ``"torch.nn.modules.**"``). An extern distribution installed at another version
     than the recorded one gives an :class:`ExternVersionWarning`, or with
     ``strict_versions=True`` an :class:`ExternVersionError`.
+
+    ``trusted_keys`` (Ed25519 public keys: key objects, key file contents as bytes, or key
+    file paths) makes the archive load only if one of them signed it (``torchpack sign``):
+    the signature (``signature``, or by default the ``ARCHIVE.sig`` file next to a file
+    archive) is checked before any record but the integrity record is read, and every
+    other record must then be listed in the integrity record and match its digest. An
+    unsigned or wrongly signed archive gets a :class:`SignatureError`.
     """
 
     modules: dict[str, Any]
@@ -122,13 +130,22 @@ class PackageImporter(Importer):
         restricted: bool = False,
         allowed_globals: Iterable[str] = (),
         strict_versions: bool = False,
+        trusted_keys: Iterable[PublicKeySource] | None = None,
+        signature: bytes | None = None,
     ) -> None:
         if integrity not in ("on-use", "eager", "trust-mapped"):
             raise ValueError(f"integrity must be 'on-use', 'eager' or 'trust-mapped', not {integrity!r}")
         reader = open_archive(file_or_buffer, use_mmap=mmap)
         is_path = isinstance(file_or_buffer, (str, os.PathLike))
         self.filename = os.fspath(file_or_buffer) if is_path else "<binary>"
-        self.integrity_record = read_integrity(reader)
+        if trusted_keys is None:
+            self.integrity_record = read_integrity(reader)
+        else:
+            # Nothing but the integrity record is read before the signature vouches for it;
+            # CheckedReader below then refuses any record it does not list.
+            sidecar = signature_path(file_or_buffer) if is_path else None
+            signed_integrity, _ = check_signature(reader, trusted_keys, signature=signature, sidecar=sidecar)
+            self.integrity_record = parse_integrity(signed_integrity, reader.name)
         if self.integrity_record is None:
             self.zip_reader: ArchiveReader | CheckedReader = reader
         else:

@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._signing import load_private_key
 from ..cli._output import format_size
+from ..errors import SigningKeyError, SigningUnavailableError
 from .cache import ActionCache, toolchain_fingerprint
 from .graph import BuildGraph, TargetError, load_graph
 from .labels import Label, LabelError, parse_pattern
@@ -27,7 +29,9 @@ from .runner import Builder, Options, Progress, TargetResult
 from .schema import BuildFileError
 from .workspace import Workspace, WorkspaceError, open_workspace
 
-USER_ERRORS = (WorkspaceError, LabelError, TargetError, BuildFileError)
+USER_ERRORS = (WorkspaceError, LabelError, TargetError, BuildFileError, SigningKeyError, SigningUnavailableError)
+#: Names the key file for targets with ``sign = true``: the key is never a workspace input.
+SIGN_KEY_VARIABLE = "TORCHPACK_SIGN_KEY"
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -43,8 +47,28 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true", help="build every target twice in perturbed environments; fail on any byte difference")
     parser.add_argument("--list", action="store_true", help="list the matching targets and their outputs; build nothing")
     parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    parser.add_argument(
+        "--sign-key",
+        type=Path,
+        default=os.environ.get(SIGN_KEY_VARIABLE) or None,
+        metavar="KEYFILE",
+        help=f"Ed25519 private key that signs targets with sign = true into <out>.sig (default: ${SIGN_KEY_VARIABLE})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show export output and tracebacks")
     return parser
+
+
+def _signing_key(graph: BuildGraph, key_file: Path | None) -> Any:
+    """The private key for the targets with ``sign = true``, or None when none signs."""
+    signed = [label for label in graph.order if graph.targets[label].sign]
+    if not signed:
+        return None
+    if key_file is None:
+        raise SigningKeyError(
+            f"{signed[0].build_file}: target '{signed[0].name}': sign = true needs a key: "
+            f"pass --sign-key KEYFILE or set {SIGN_KEY_VARIABLE}"
+        )
+    return load_private_key(key_file)
 
 
 def print_targets(workspace: Workspace, graph: BuildGraph, labels: Sequence[Label], as_json: bool) -> None:
@@ -111,6 +135,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
         workspace = open_workspace(Path.cwd(), args.out)
         current = workspace.package_of(Path.cwd())
         graph = load_graph(workspace, [parse_pattern(text, current) for text in args.targets])
+        sign_key = None if args.list else _signing_key(graph, args.sign_key)
     except USER_ERRORS as exc:
         if args.verbose:
             traceback.print_exc()
@@ -134,7 +159,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
             print(_line(result, width), flush=True)
 
     cache = ActionCache(workspace.out, workspace.root, toolchain_fingerprint())
-    options = Options(jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose)
+    options = Options(
+        jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose, sign_key=sign_key
+    )
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     # SIGTERM (a CI timeout, `kill`) stops the exports like Ctrl-C does instead of orphaning
     # them; only the main thread may install signal handlers.

@@ -13,10 +13,13 @@ import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
+from .._archive_reader import open_archive
+from .._signing import sign_archive, signature_path
+from ..errors import TorchpackError
 from .cache import ActionCache, CacheRecord, file_digest
 from .graph import BuildGraph
 from .labels import Label
@@ -54,6 +57,9 @@ class Options:
     use_cache: bool = True
     check: bool = False
     verbose: bool = False
+    #: The Ed25519 private key that signs targets with ``sign = true``; read by this process
+    #: only, never handed to an export.
+    sign_key: Any = None
 
 
 @dataclass
@@ -262,10 +268,27 @@ class Builder:
         return [self.results[label] for label in self.graph.order]
 
     def _finish(self, result: TargetResult) -> None:
+        if result.state in ("built", "cached"):
+            result = self._sign(result)
         self.results[result.label] = result
         if self.progress is not None:
             self.progress.clear()
         self.on_result(result)
+
+    def _sign(self, result: TargetResult) -> TargetResult:
+        """Write ``<out>.sig`` for a target with ``sign = true`` (cached archives are signed
+        again: the key may have changed); drop a stale one otherwise. The archive is untouched."""
+        sidecar = Path(signature_path(result.output))
+        if not self.graph.targets[result.label].sign:
+            sidecar.unlink(missing_ok=True)
+            return result
+        try:
+            sign_archive(open_archive(result.output), self.options.sign_key)
+        except (TorchpackError, OSError) as error:
+            label = result.label
+            message = f"{label.build_file}: target '{label.name}': cannot sign {result.output}: {error}"
+            return replace(result, state="failed", error=message)
+        return result
 
     def _start(self, label: Label, pool: ThreadPoolExecutor) -> TargetResult | tuple[Future[TargetResult], float | None]:
         target = self.graph.targets[label]
@@ -283,6 +306,7 @@ class Builder:
         # artifact and no cache entry must remain.
         self.cache.forget(label)
         output.unlink(missing_ok=True)
+        Path(signature_path(output)).unlink(missing_ok=True)
         for leftover in output.parent.glob(f".{output.name}.tmp-*") if output.parent.is_dir() else ():
             leftover.unlink(missing_ok=True)  # from an export that was killed with SIGKILL
         future = pool.submit(self._build, target, output, dep_digests)

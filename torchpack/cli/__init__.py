@@ -32,6 +32,8 @@ _COMMANDS = {
     "verify": "verify",
     "diff": "diff",
     "query": "query",
+    "sign": "sign",
+    "keygen": "keygen",
 }
 
 
