@@ -79,7 +79,12 @@ def test_real_transformers_submodule_is_found_after_transformers_repoints_its_sp
     # In a fresh interpreter: importing transformers takes seconds and fills sys.modules.
     script = textwrap.dedent("""
         import pathlib
-        import transformers.processing_utils  # re-executes transformers' __init__ with a Path spec
+        import transformers
+        from transformers.utils.import_utils import direct_transformers_import
+
+        # What transformers.processing_utils does on import: re-execute transformers' __init__
+        # with a spec whose submodule_search_locations holds a pathlib.Path.
+        direct_transformers_import(pathlib.Path(transformers.__file__).parent)
         import transformers
         assert any(isinstance(p, pathlib.Path) for p in transformers.__spec__.submodule_search_locations)
         from torchpack._resolution import locate_module

@@ -463,23 +463,20 @@ class PackageImporter(Importer):
         if module is not _NOT_LOADED:
             return module
         parent = name.rpartition(".")[0]
-        if self._is_extern(name):
+        extern = self._is_extern(name)
+        if extern and (not parent or self._is_extern(parent)):
             # The environment's import system handles its own parents (and oddities such
             # as `os.path`, a submodule of a module that is not a package).
-            if not parent or self._is_extern(parent):
-                return self._load(name)
-            # An extern module under a package of the archive's own: the package is imported
-            # first and gets the extern module as its attribute, as for any submodule.
-            parent_module = self.modules[parent] if parent in self.modules else self._gcd_import(parent)
-            module = self.modules[name] if name in self.modules else self._load(name)
-            setattr(parent_module, name.rpartition(".")[2], module)
-            return module
+            return self._load(name)
         if parent:
+            # A packaged parent is imported first, as CPython does; so is the packaged parent
+            # of an extern module, which then gets the extern child bound as its attribute
+            # (`from transformers import initialization` with only the child extern).
             if parent not in self.modules:
                 self._gcd_import(parent)
             if name in self.modules:  # the parent's import may have imported us already
                 return self.modules[name]
-            if not hasattr(self.modules[parent], "__path__"):
+            if not extern and not hasattr(self.modules[parent], "__path__"):
                 raise ModuleNotFoundError(f"No module named '{name}'; '{parent}' is not a package", name=name)
         module = self._load(name)
         if parent:
