@@ -138,6 +138,16 @@ def test_a_module_also_imported_unconditionally_is_not_optional():
         exporter.close()
 
 
+def test_an_explicit_extern_keeps_a_missing_optional_module_for_the_loading_environment():
+    buf = io.BytesIO()
+    with PackageExporter(buf) as exporter:
+        exporter.intern("optional_pkgs.**")
+        exporter.extern("torchpack_absent_deferred")
+        exporter.save_module("optional_pkgs.guarded")
+        assert "torchpack_absent_deferred" in exporter.externed_modules()
+        assert exporter.optional_missing_modules() == [m for m in LEFT_OUT if m != "torchpack_absent_deferred"]
+
+
 def test_installed_optional_modules_are_resolved_as_before_and_no_record_is_written():
     buf = io.BytesIO()
     with PackageExporter(buf) as exporter:

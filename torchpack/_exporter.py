@@ -27,7 +27,7 @@ from ._integrity import remember_written
 from ._mock_source import MOCK_SUPPORT_MODULE, MOCK_SUPPORT_SOURCE, MOCKED_MODULE_SOURCE
 from ._pickling import pickle_object
 from ._resolution import DependencyGraph, ModuleAction, ModuleNode, clear_spec_memo, locate_module, module_exists
-from ._source_scan import shared_scan_cache
+from ._source_scan import ImportReference, shared_scan_cache
 from ._stdlib import is_stdlib_module
 from ._storage import (
     PLAIN_TYPES,
@@ -199,11 +199,7 @@ class PackageExporter:
             node.broken, node.context = BrokenReason.DEPENDENCY_RESOLUTION_FAILED, str(error)
             return
         for reference in references:
-            if reference.optional and not self._is_known_module(reference.module):
-                # Imported under a guard or in a function, and not installed: the code imports
-                # without it here, and so will the package (torch.package drops every import
-                # it cannot resolve; unguarded top-level ones still fail below, as they would at load).
-                self._optional_missing[reference.module] = None
+            if self._left_out_as_optional(reference):
                 continue
             if reference.name is not None:
                 submodule = f"{reference.module}.{reference.name}"
@@ -212,6 +208,19 @@ class PackageExporter:
                     continue
             self._depend(node.name, reference.module)
             self._depend_on_ancestors(node.name, reference.module)
+
+    def _left_out_as_optional(self, reference: ImportReference) -> bool:
+        """Whether ``reference`` is to a module that is not installed and that the code can do
+        without: it is imported under a guard or in a function, so the module imports here
+        without it, and so will the package. An explicit extern keeps it (the loading
+        environment may have it); unguarded top-level imports still fail, as they would at
+        load (torch.package drops every import it cannot resolve)."""
+        if not reference.optional or self._is_known_module(reference.module):
+            return False
+        if self._first_action(reference.module) is ModuleAction.EXTERN:
+            return False
+        self._optional_missing[reference.module] = None
+        return True
 
     def _depend_on_ancestors(self, user: str, module_name: str) -> None:
         """Depend on the parent packages of ``module_name``: importing a.b.c runs a and a.b.

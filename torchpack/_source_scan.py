@@ -2,7 +2,9 @@
 
 Recognises ``import a.b``, ``from a.b import c`` (absolute and relative), and the dynamic
 forms whose arguments are constants: ``__import__("a", fromlist=[...], level=...)`` and
-``importlib.import_module("a.b")`` / ``import_module(".b", package="a")``. The AST is walked
+``importlib.import_module("a.b")`` / ``import_module(".b", package="a")``. Each import comes
+with its :class:`ImportSite` (top level, guarded, or deferred into a function), which tells
+the exporter whether the module can do without it. The AST is walked
 iteratively (``ast.walk``), so deeply nested code cannot exhaust the recursion limit.
 Results are cached per source digest, in memory and on disk (:mod:`._disk_cache`):
 re-exporting the same library parses it once.
