@@ -182,7 +182,7 @@ class PackageImporter(Importer):
         """Modules the exporter left out as optional and not installed; read when first needed."""
         if not self.zip_reader.has_record(records.OPTIONAL_MISSING):
             return []
-        return self.zip_reader.read(records.OPTIONAL_MISSING).decode("utf-8").splitlines()
+        return self.zip_reader.read(records.OPTIONAL_MISSING).decode("utf-8", "replace").splitlines()
 
     def _check_extern_versions(self, strict: bool) -> None:
         if self.integrity_record is None:

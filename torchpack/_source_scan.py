@@ -111,9 +111,11 @@ _IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "
 _NESTED_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _CONDITIONALS = (ast.If, ast.Match)
+#: ``try`` statements; ``try``/``except*`` (Python 3.11) catches like ``try``/``except``.
+_TRIES = (ast.Try, ast.TryStar) if hasattr(ast, "TryStar") else (ast.Try,)
 
 
-def _catches_import_error(statement: ast.Try) -> bool:
+def _catches_import_error(statement: ast.stmt) -> bool:
     for handler in statement.handlers:
         caught = handler.type
         for name in caught.elts if isinstance(caught, ast.Tuple) else [caught]:
@@ -137,7 +139,7 @@ def _statements(tree: ast.AST) -> list[tuple[ast.stmt, ImportSite]]:
         # min(): a site never gets surer further in (a guarded block in a function is deferred).
         if isinstance(statement, _FUNCTIONS):
             body_site = ImportSite.DEFERRED
-        elif isinstance(statement, _CONDITIONALS) or (isinstance(statement, ast.Try) and _catches_import_error(statement)):
+        elif isinstance(statement, _CONDITIONALS) or (isinstance(statement, _TRIES) and _catches_import_error(statement)):
             body_site = min(site, ImportSite.GUARDED)
         else:
             body_site = site
