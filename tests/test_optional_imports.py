@@ -116,7 +116,8 @@ def test_torch_package_loads_the_archive_and_exports_the_same_module():
     with torch_package.PackageExporter(buf) as exporter:
         exporter.intern("optional_pkgs.**")
         exporter.save_module("optional_pkgs.guarded")
-    assert torch_package.PackageImporter(io.BytesIO(buf.getvalue())).import_module("optional_pkgs.guarded").value() == 42
+    reloaded = torch_package.PackageImporter(io.BytesIO(buf.getvalue())).import_module("optional_pkgs.guarded")
+    assert reloaded.value() == 42
 
 
 def test_unconditional_top_level_import_of_a_missing_module_still_fails():

@@ -139,7 +139,9 @@ def _statements(tree: ast.AST) -> list[tuple[ast.stmt, ImportSite]]:
         # min(): a site never gets surer further in (a guarded block in a function is deferred).
         if isinstance(statement, _FUNCTIONS):
             body_site = ImportSite.DEFERRED
-        elif isinstance(statement, _CONDITIONALS) or (isinstance(statement, _TRIES) and _catches_import_error(statement)):
+        elif isinstance(statement, _CONDITIONALS) or (
+            isinstance(statement, _TRIES) and _catches_import_error(statement)
+        ):
             body_site = min(site, ImportSite.GUARDED)
         else:
             body_site = site
@@ -213,7 +215,8 @@ class ScanCache:
             cached = self._from_disk(key)
         if cached is None:
             cached = tuple(scan_source(source, package, filename))
-            disk_cache.store(disk_cache.IMPORTS, key, json.dumps([[r.module, r.name, int(r.site)] for r in cached]).encode())
+            rows = [[r.module, r.name, int(r.site)] for r in cached]
+            disk_cache.store(disk_cache.IMPORTS, key, json.dumps(rows).encode())
         with self._lock:
             self._results[key] = cached
         return list(cached)
