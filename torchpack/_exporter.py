@@ -27,7 +27,7 @@ from ._integrity import remember_written
 from ._mock_source import MOCK_SUPPORT_MODULE, MOCK_SUPPORT_SOURCE, MOCKED_MODULE_SOURCE
 from ._pickling import pickle_object
 from ._resolution import DependencyGraph, ModuleAction, ModuleNode, clear_spec_memo, locate_module, module_exists
-from ._source_scan import shared_scan_cache
+from ._source_scan import ImportReference, shared_scan_cache
 from ._stdlib import is_stdlib_module
 from ._storage import (
     PLAIN_TYPES,
@@ -57,6 +57,11 @@ class _PatternRule:
     action: ModuleAction
     allow_empty: bool
     was_matched: bool = False
+
+
+def _dot_positions(name: str) -> list[int]:
+    """Where each parent of ``name`` ends: ``a.b.c`` -> the ends of ``a`` and ``a.b``."""
+    return [index for index, char in enumerate(name) if char == "."]
 
 
 def _resource_path(package: str, resource: str) -> str:
@@ -100,6 +105,11 @@ class PackageExporter:
         self._intern_hooks: dict[int, ActionHook] = {}
         self._unique_ids = 0
         self._read_files: set[str] = set()
+        # Modules depended on only as the parent package of another (see externed_modules).
+        self._parents_only: set[str] = set()
+        # Modules imported only at guarded or deferred sites and not installed here; the
+        # package is written without them (see optional_missing_modules).
+        self._optional_missing: dict[str, None] = {}
         # torch's TorchScript serializer; its storage context numbers *every* storage (eager
         # and script) and keeps it alive, so a storage both share is one record. torch's
         # ScriptModule.__reduce_package__ reads these two attributes.
@@ -156,6 +166,7 @@ class PackageExporter:
     def add_dependency(self, module_name: str, dependencies: bool = True) -> None:
         """Resolve ``module_name`` against the actions and, if interned, its own imports."""
         graph = self.dependency_graph
+        self._parents_only.discard(module_name)  # needed in its own right
         if module_name in graph.nodes and graph.nodes[module_name].provided:
             return
         node = graph.node(module_name)
@@ -224,8 +235,7 @@ class PackageExporter:
             node.broken, node.context = BrokenReason.DEPENDENCY_RESOLUTION_FAILED, str(error)
             return
         for reference in references:
-            if reference.optional and not self._is_known_module(reference.module):
-                # Guarded by `except ImportError`: the code runs without it, and so will the package.
+            if self._left_out_as_optional(reference):
                 continue
             if reference.name is not None:
                 submodule = f"{reference.module}.{reference.name}"
@@ -235,27 +245,46 @@ class PackageExporter:
             self._depend(node.name, reference.module)
             self._depend_on_ancestors(node.name, reference.module)
 
+    def _left_out_as_optional(self, reference: ImportReference) -> bool:
+        """Whether ``reference`` is to a module that is not installed and that the code can do
+        without: it is imported under a guard or in a function, so the module imports here
+        without it, and so will the package. An explicit extern keeps it (the loading
+        environment may have it); unguarded top-level imports still fail, as they would at
+        load (torch.package drops every import it cannot resolve)."""
+        if not reference.optional or self._is_known_module(reference.module):
+            return False
+        if self._first_action(reference.module) is ModuleAction.EXTERN:
+            return False
+        self._optional_missing[reference.module] = None
+        return True
+
     def _depend_on_ancestors(self, user: str, module_name: str) -> None:
         """Depend on the parent packages of ``module_name``: importing a.b.c runs a and a.b.
 
         torch.package skips them, so a parent's ``__init__`` goes missing from the package.
-        Here they are packaged from the top down, stopping at the first parent that would
-        not be (extern, or no pattern mentions it): below that point the package is part of
-        a library it only partly holds, as with ``intern("t.models.gpt2.**")`` plus
-        ``extern("t.**")``. There, as in torch.package, the importer provides empty packages
-        for the folders: the library's own ``__init__`` files expect the whole library around
-        them, and an extern parent listed above interned modules is an archive that
-        torch.package refuses and that once made torchpack run the installed code instead.
+        Extern parents are listed (code that runs ``import numpy.linalg`` uses ``numpy``
+        too). Packaged parents are taken from the top down, stopping below the first parent
+        that is not packaged (extern, or no pattern mentions it): below that point the code
+        is part of a library the package holds only partly, as with
+        ``intern("t.models.gpt2.**")`` plus ``extern("t.**")``, whose own ``__init__`` files
+        expect the whole library around them. The importer then provides empty packages
+        for those folders, as torch.package does.
         """
         parts = module_name.split(".")
+        packaged_from_the_top = True
         for depth in range(1, len(parts)):
             ancestor = ".".join(parts[:depth])
             if self._is_implicit_extern(ancestor):
-                return
-            rule = self._deciding_rule(ancestor)
-            if rule is None or rule.action is ModuleAction.EXTERN:
-                return
-            self._depend(user, ancestor)
+                action: ModuleAction | None = ModuleAction.EXTERN
+            else:
+                rule = self._deciding_rule(ancestor)
+                action = None if rule is None else rule.action
+            if action is ModuleAction.EXTERN:
+                self._depend(user, ancestor, as_parent=True)
+            if action is None or action is ModuleAction.EXTERN:
+                packaged_from_the_top = False
+            elif packaged_from_the_top:
+                self._depend(user, ancestor, as_parent=True)
 
     def _is_known_module(self, name: str) -> bool:
         node = self.dependency_graph.nodes.get(name)
@@ -263,18 +292,29 @@ class PackageExporter:
             return True
         return module_exists(self.importer, name)
 
-    def _depend(self, user: str, module_name: str) -> None:
+    def _depend(self, user: str, module_name: str, *, as_parent: bool = False) -> None:
         if user == module_name:
             return
+        parent_so_far = module_name not in self.dependency_graph.nodes or module_name in self._parents_only
         self.dependency_graph.add_edge(user, module_name)
         self.add_dependency(module_name)
+        if as_parent and parent_so_far:
+            self._parents_only.add(module_name)
 
     # -- saving -----------------------------------------------------------------------------
 
     def save_module(self, module_name: str, dependencies: bool = True) -> None:
-        """Intern ``module_name`` with its source, whatever the patterns say."""
+        """Intern ``module_name`` with its source, whatever the patterns say.
+
+        Raises ModuleNotFoundError at once when the importer has no such module.
+        """
         if not isinstance(module_name, str):
             raise TypeError("save_module() expects a module name string; to save an object use save_pickle()")
+        if not module_exists(self.importer, module_name):
+            raise ModuleNotFoundError(
+                f"save_module({module_name!r}): no module named {module_name!r} through the exporter's importer",
+                name=module_name,
+            )
         self._add_interned(module_name, dependencies)
 
     def save_source_string(
@@ -399,7 +439,18 @@ class PackageExporter:
         )
 
     def externed_modules(self) -> list[str]:
-        return self._modules_with_action(ModuleAction.EXTERN)
+        """The extern modules, less those needed only as the parent of a packaged module.
+
+        Listing ``t`` extern above an interned ``t.models.gpt2`` would make an archive that
+        torch.package refuses; the importer gives the folder an empty package instead.
+        """
+        packaged = (*self._modules_with_action(ModuleAction.INTERN), *self._modules_with_action(ModuleAction.MOCK))
+        above_packaged = {name[:end] for name in packaged for end in _dot_positions(name)}
+        return [
+            name
+            for name in self._modules_with_action(ModuleAction.EXTERN)
+            if not (name in self._parents_only and name in above_packaged)
+        ]
 
     def interned_modules(self) -> list[str]:
         return self._modules_with_action(ModuleAction.INTERN)
@@ -409,6 +460,16 @@ class PackageExporter:
 
     def denied_modules(self) -> list[str]:
         return self._modules_with_action(ModuleAction.DENY)
+
+    def optional_missing_modules(self) -> list[str]:
+        """Modules left out because they are not installed and only imported optionally.
+
+        Packaged code imports each under an ``if``, in a ``try`` that catches ImportError, or
+        in a function; none is in the package, and importing one from it raises
+        ModuleNotFoundError naming it. A module provided some other way (saved, or imported
+        unconditionally elsewhere) is not listed.
+        """
+        return sorted(name for name in self._optional_missing if name not in self.dependency_graph.nodes)
 
     def get_rdeps(self, module_name: str) -> list[str]:
         """The modules (and pickles) that depend on ``module_name`` directly."""
@@ -539,6 +600,9 @@ class PackageExporter:
         extern = self.externed_modules()
         stage = self._writer.stage_record
         stage(records.EXTERN_MODULES, "".join(f"{name}\n" for name in extern).encode())
+        optional_missing = self.optional_missing_modules()
+        if optional_missing:  # written only when needed: other archives keep their bytes
+            stage(records.OPTIONAL_MISSING, "".join(f"{name}\n" for name in optional_missing).encode())
         stage(records.PYTHON_VERSION, platform.python_version().encode())
         stage(records.VERSION, f"{records.FORMAT_VERSION}\n".encode())
         stage(records.BYTEORDER, sys.byteorder.encode())
