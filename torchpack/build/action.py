@@ -293,6 +293,10 @@ class _ParentWatch:
             with self._lock:
                 if self._orphaned():
                     self.temporary.unlink(missing_ok=True)
+                    if os.getpgrp() == os.getpid():
+                        # Leader of its own group (the CLI starts it so): whatever the
+                        # packaged code started goes too, this process last.
+                        os.killpg(os.getpid(), signal.SIGKILL)
                     os._exit(1)
 
     def commit(self, output: Path) -> None:

@@ -303,24 +303,21 @@ class ActionCache:
         except OSError:
             return False
         output.parent.mkdir(parents=True, exist_ok=True)
-        if not self._link_or_copy(blob, output.parent, f"{temporary_prefix(output)}{os.getpid()}-", output):
+        if not self._copy(blob, output.parent, f"{temporary_prefix(output)}{os.getpid()}-", output):
             return False
         self._stamp(label, output, record.sha256)
         return True
 
     @staticmethod
-    def _link_or_copy(source: Path, folder: Path, prefix: str, destination: Path) -> bool:
-        """Put ``source``'s bytes at ``destination`` atomically, through a temporary in ``folder``.
+    def _copy(source: Path, folder: Path, prefix: str, destination: Path) -> bool:
+        """Put a copy of ``source`` at ``destination`` atomically, through a temporary in ``folder``.
 
-        A hard link costs nothing; it is safe because every use of a stored archive checks its
-        digest first, so an archive modified in place is a miss, never a wrong hit.
+        A copy, not a hard link: writing the output in place (``open(path, "wb")``) must not
+        change the stored archive.
         """
         temporary = folder / f"{prefix}{secrets.token_hex(8)}"
         try:
-            try:
-                os.link(source, temporary)
-            except OSError:
-                shutil.copyfile(source, temporary)
+            shutil.copyfile(source, temporary)
             os.replace(temporary, destination)
             return True
         except OSError:
@@ -335,7 +332,7 @@ class ActionCache:
         self.blobs.mkdir(parents=True, exist_ok=True)
         # A concurrent build may have replaced or removed the output since: keep what is there
         # only if it is still this archive.
-        if self._link_or_copy(output, self.blobs, f".tmp-{os.getpid()}-", blob) and file_digest(blob) != sha256:
+        if self._copy(output, self.blobs, f".tmp-{os.getpid()}-", blob) and file_digest(blob) != sha256:
             blob.unlink(missing_ok=True)
 
     def _evict(self, folder: Path | None) -> None:
