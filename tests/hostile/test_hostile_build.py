@@ -62,7 +62,7 @@ def test_dotdot_input_is_refused_before_anything_runs(tmp_path: Path, monkeypatc
     write(root / "leak" / "BUILD.toml", '[leak]\ntext = { "leak/s.txt" = "../../outside/secret.txt" }\n')
     result = build_in_process(monkeypatch, root, "//leak")
     assert result.code == 2 and result.exports == []
-    assert "leak/BUILD.toml:1: target 'leak': key 'text.\"leak/s.txt\"'" in result.err
+    assert "leak/BUILD.toml:2: target 'leak': key 'text.\"leak/s.txt\"'" in result.err
     assert "must be a path inside the workspace" in result.err
     _no_secret_written(root)
 
