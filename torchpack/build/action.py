@@ -312,7 +312,7 @@ class Exported:
     """What an export read and wrote, for the report."""
 
     read: list[Path]  # files the exporter read, and the declared text/binary files
-    tops: set[str]  # top-level modules the archive externs or interns
+    tops: set[str]  # top-level modules the archive externs
     sha256: str
     size: int
 
@@ -352,7 +352,7 @@ def export(target: Target, root: Path, output: Path, deps: dict[Label, Path], co
                 with _confined_step(confinement, exporter, ACTIONS_KEY, ""):
                     exporter.close()
             read = [Path(p) for p in exporter.read_files]
-            tops = {name.partition(".")[0] for name in (*exporter.externed_modules(), *exporter.interned_modules())}
+            tops = {name.partition(".")[0] for name in exporter.externed_modules()}
             stream.flush()
             os.fsync(stream.fileno())
         sha256, size = file_digest(temporary), temporary.stat().st_size
@@ -366,9 +366,9 @@ def _installed_distribution(path: Path) -> str | None:
     """The distribution that installed ``path``, when it lies in a site-packages folder."""
     from torchpack._records import _distributions_providing
 
-    for entry in sys.path:
-        if Path(entry).name in ("site-packages", "dist-packages") and path.is_relative_to(entry):
-            top = path.relative_to(entry).parts[0].partition(".")[0]
+    for entry in map(Path, sys.path):
+        if entry.name in ("site-packages", "dist-packages") and path.is_relative_to(real := entry.resolve()):
+            top = path.relative_to(real).parts[0].partition(".")[0]
             providers = _distributions_providing(top)
             return providers[0] if providers else None
     return None
