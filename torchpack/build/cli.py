@@ -187,17 +187,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
     )
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     # SIGTERM (a CI timeout, `kill`) stops the exports like Ctrl-C does instead of orphaning
-    # them; only the main thread may install signal handlers.
+    # them (each export has its own process group, so a terminal's Ctrl-C reaches only us).
+    # Only the main thread may install signal handlers; the previous ones come back after.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    stop_signals = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+    previous_handlers = {signum: signal.signal(signum, _raise_interrupt) for signum in stop_signals}
     try:
         results = Builder(workspace, graph, cache, options, on_result, progress).run()
     except KeyboardInterrupt:
         print("interrupted: running exports were stopped; no partial output was kept", file=sys.stderr)
         return 130
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     ok = all(result.state in ("built", "cached") for result in results)
     seconds = time.monotonic() - started
     if args.json:

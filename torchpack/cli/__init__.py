@@ -34,6 +34,7 @@ _COMMANDS = {
     "query": "query",
     "sign": "sign",
     "keygen": "keygen",
+    "clean": "clean",
 }
 
 
