@@ -9,6 +9,10 @@ The torch.package-compatible names (``PackagingError``, ``EmptyMatchError``,
 from __future__ import annotations
 
 import enum
+import contextlib
+import os
+import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -43,6 +47,19 @@ class ExternVersionError(TorchpackError, RuntimeError):
 
 class ExternVersionWarning(UserWarning):
     """An extern distribution's installed version differs from the one recorded at export."""
+
+
+class IntegrityDowngradeWarning(UserWarning):
+    """An archive written by torchpack has lost its integrity record: only CRC-32s are checked.
+
+    torchpack always writes ``.data/torchpack/integrity.json``; an archive laid out as
+    torchpack lays it out but without one was changed after export. Refuse such archives with
+    ``PackageImporter(..., require_integrity=True)`` or ``torchpack verify --require-integrity``.
+    """
+
+
+class CacheDirectoryWarning(UserWarning):
+    """The on-disk cache folder is unsafe to trust (a symlink, someone else's, writable by others): not used."""
 
 
 class EmptyMatchError(TorchpackError):
@@ -130,3 +147,19 @@ class PackagingError(TorchpackError):
         if not self.debug and any(m.reason is not BrokenReason.DENIED for m in self.broken):
             lines.append("Set debug=True when creating the PackageExporter to see the import path of each module.\n")
         return "".join(lines)
+
+
+_PACKAGE_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_at_caller(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` pointing at the first frame outside torchpack (and the decorators
+    wrapping its functions), whatever the depth of the call inside it."""
+    level = 2  # stacklevel 2 is the frame below, the one that called this function
+    frame = sys._getframe(1)
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE_FOLDER) or frame.f_code.co_filename == contextlib.__file__
+    ):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
