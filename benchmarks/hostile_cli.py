@@ -9,6 +9,7 @@ Each shape is a hand-written pickle record ``p/x.pkl`` in a torchpack archive (a
 archive whose pickle differs in one opcode, for ``diff``): nested lists, marks, dicts and
 tuples ``--depth`` deep, a list ``--width`` wide, as many memo references, a pair of long
 strings, and tuples that double through the memo 60 times (2^60 leaves, no memory).
+Each archive also holds a module whose source nests 100,000 deep (``why`` parses it).
 Every command runs in its own process under an address-space limit (``--limit-mib``): a
 command that needs more fails instead of taking the machine down, and is reported as such.
 Figures: wall time, and the child's peak resident memory (``ru_maxrss``).
@@ -62,6 +63,8 @@ def write_archive(path: Path, pickle_data: bytes) -> None:
         exporter.save_source_string("m", "import p_helper\n")
         exporter.save_source_string("p_helper", "X = 1\n")
         exporter.save_binary("p", "x.pkl", pickle_data)
+        # A module whose source nests past what Python's parser takes, for `why`'s graph.
+        exporter.save_binary("deep", "mod.py", ("x = " + "+".join(["1"] * 100_000) + "\n").encode())
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from . import _records as records
 from ._archive_reader import ArchiveReader, ArchiveSource, MmapMode, open_archive
 from ._gc import collector_paused
 from ._importlib_facade import FACADE_MODULES, make_facades
-from ._integrity import CheckedReader, extern_version_mismatches, read_integrity
+from ._integrity import CheckedReader, check_missing_integrity, extern_version_mismatches, read_integrity
 from ._mangling import PackageMangler, demangle
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
@@ -99,7 +99,10 @@ class PackageImporter(Importer):
     Archives with an integrity record have each record checked against its SHA-256 when it
     is first used (``integrity="on-use"``), or all of them on opening (``"eager"``);
     ``"trust-mapped"`` skips hashing the tensors mapped from the file, for archives checked
-    before (``torchpack verify``), so that loading a large model only maps it.
+    before (``torchpack verify``), so that loading a large model only maps it. An archive
+    torchpack wrote whose integrity record was removed gives an
+    :class:`IntegrityDowngradeWarning`; ``require_integrity=True`` refuses every archive
+    without one (torch.package's included) with an :class:`IntegrityError`.
     ``restricted=True`` refuses pickle globals outside the package's own modules and
     :data:`torchpack._restricted.DEFAULT_ALLOWED_GLOBALS` plus ``allowed_globals`` (globs
     such as ``"torch.nn.modules.**"``). An extern distribution installed at another version
@@ -122,6 +125,7 @@ class PackageImporter(Importer):
         restricted: bool = False,
         allowed_globals: Iterable[str] = (),
         strict_versions: bool = False,
+        require_integrity: bool = False,
     ) -> None:
         if integrity not in ("on-use", "eager", "trust-mapped"):
             raise ValueError(f"integrity must be 'on-use', 'eager' or 'trust-mapped', not {integrity!r}")
@@ -130,6 +134,7 @@ class PackageImporter(Importer):
         self.filename = os.fspath(file_or_buffer) if is_path else "<binary>"
         self.integrity_record = read_integrity(reader)
         if self.integrity_record is None:
+            check_missing_integrity(reader, require=require_integrity)
             self.zip_reader: ArchiveReader | CheckedReader = reader
         else:
             self.zip_reader = CheckedReader(reader, self.integrity_record)
