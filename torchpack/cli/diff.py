@@ -149,7 +149,10 @@ def _pickle_change(name: str, a: Any, b: Any, context: int) -> dict[str, Any]:
     b_globals = {f"{m}.{n}" for m, n in scans[1].globals} if scans[1] else set()
     change["globals_added"] = sorted(b_globals - a_globals)
     change["globals_removed"] = sorted(a_globals - b_globals)
-    change["diff"] = _unified(_opcode_listing(a), _opcode_listing(b), name, context)
+    a_listing, b_listing = _opcode_listing(a), _opcode_listing(b)
+    change["diff"] = _unified(a_listing, b_listing, name, context)
+    if not change["diff"] and len(a_listing) > _MAX_LISTED_OPCODES:
+        change["diff"] = f"(the opcodes differ after the first {_MAX_LISTED_OPCODES:,}, which are all that is listed)\n"
     return change
 
 
