@@ -430,7 +430,6 @@ def _file_kind(mode: int) -> str:
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
         (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISLNK, "a symbolic link"),
     ):
         if test(mode):
             return kind
@@ -449,10 +448,10 @@ def open_regular_file(path: str, archive: str, record: str | None = None, *, fol
     where = archive if record is None else f"{archive}: record {record!r}"
     try:
         descriptor = os.open(path, flags)
-    except OSError as error:
+    except OSError:
         if not follow_links and os.path.islink(path):
             raise ArchiveFormatError(f"{where} became a symbolic link after the folder was opened") from None
-        raise error
+        raise
     status = os.fstat(descriptor)
     if not stat.S_ISREG(status.st_mode):
         os.close(descriptor)
@@ -475,9 +474,8 @@ class DirectoryArchiveReader:
     file_identity = None
 
     def __init__(self, folder: Union[str, os.PathLike]) -> None:
-        self.root = Path(folder)
         self.name = os.fspath(folder)
-        self.top_folder = self.root.name
+        self.top_folder = Path(folder).name
         #: Record name -> the real path of its file.
         self._files: dict[str, str] = {}
         real_root = os.path.realpath(self.name)

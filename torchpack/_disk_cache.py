@@ -177,7 +177,9 @@ def compile_module(source: str, source_digest: str, filename: str) -> types.Code
     """``compile(source, filename, "exec")``, served from the cache when a valid entry is there.
 
     ``source_digest`` is the SHA-256 (hex) of the source's UTF-8 bytes. An entry that does
-    not check out is compiled again and replaced (atomically), never executed.
+    not check out is compiled again and replaced (atomically), never executed. Entries hold
+    no file name: code is compiled under a placeholder (which the check requires) and given
+    the module's file name on the way out, so one entry serves every archive of the source.
     """
     code = _cached_code(source_digest)
     if code is None:
