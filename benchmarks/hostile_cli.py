@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
