@@ -48,6 +48,9 @@ def _default_data() -> dict[tuple[str, str], Any]:
     found: dict[tuple[str, str], Any] = {
         ("torch", "UntypedStorage"): torch.UntypedStorage,
         ("torch.storage", "UntypedStorage"): torch.UntypedStorage,
+        # The types _rebuild_from_type_v2 is given; never called (they are no callables here).
+        ("torch", "Tensor"): torch.Tensor,
+        ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
     }
     for name, value in vars(torch).items():
         constant = isinstance(value, (torch.dtype, torch.memory_format, torch.qscheme))
@@ -102,13 +105,17 @@ def _hooks_at(index: int | None) -> Callable[[tuple[Any, ...]], int]:
     return cost
 
 
-def _parameter_state_cost(args: tuple[Any, ...]) -> int:
-    # torch sets each entry of the state as an attribute of the parameter: plain names only.
-    state = args[3] if len(args) > 3 else None
+def _check_tensor_state(state: Any) -> None:
+    # torch sets each entry of a tensor's saved state as an attribute: plain names only
+    # (not `__class__`), in a dict or a (dict, slots dict) pair.
     parts = state if type(state) is tuple else (state,)
     for part in parts:
         if part is not None and (type(part) is not dict or not all(_plain_attribute(key) for key in part)):
-            raise RestrictedLoadError("a parameter is rebuilt with odd attributes")
+            raise RestrictedLoadError("a tensor is rebuilt with odd attributes")
+
+
+def _parameter_state_cost(args: tuple[Any, ...]) -> int:
+    _check_tensor_state(args[3] if len(args) > 3 else None)
     return _hooks_at(2)(args)
 
 
@@ -214,9 +221,13 @@ def untrusted_code_message(archive: str, module: str, where: str) -> str:
     )
 
 
+class _RefusedOpcode(Exception):
+    """An opcode restricted loading has no handler for (reported with the archive's name)."""
+
+
 class _Dispatch(dict):
     def __missing__(self, opcode: int) -> Any:
-        raise RestrictedLoadError(f"the pickle opcode {bytes([opcode])!r} is not allowed in restricted loading")
+        raise _RefusedOpcode(bytes([opcode]))
 
 
 #: Opcodes that only build plain data from the pickle's own bytes: kept as pickle has them.
@@ -266,6 +277,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     def load(self) -> Any:
         try:
             return super().load()
+        except _RefusedOpcode as refused:
+            raise self._refuse(f"uses the pickle opcode {refused.args[0]!r}") from None
         except (TorchpackError, RecursionError):
             raise
         except (*DATA_ERRORS, struct.error) as error:
@@ -365,6 +378,10 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         new_type = args[1]
         if new_type not in (torch.Tensor, torch.nn.Parameter) and id(new_type) not in self._allowed_objects:
             raise self._refuse(f"makes a tensor of the type {new_type!r:.80}")
+        try:
+            _check_tensor_state(args[3])
+        except RestrictedLoadError as error:
+            raise RestrictedLoadError(f"{self._where}: {error}") from None
 
     def load_reduce(self) -> None:
         args = self.stack.pop()
