@@ -243,14 +243,18 @@ def _typed_parts(storage: Any) -> tuple[torch.UntypedStorage, torch.dtype]:
     return storage._untyped_storage, storage.dtype
 
 
+_MISSING: Any = object()
+
+
 def rebuild_tensor(
     storage: torch.storage.TypedStorage,
-    storage_offset: int,
-    size: tuple[int, ...],
-    stride: tuple[int, ...],
-    requires_grad: bool,
-    backward_hooks: Any,
+    storage_offset: int = _MISSING,
+    size: tuple[int, ...] = _MISSING,
+    stride: tuple[int, ...] = _MISSING,
+    requires_grad: bool = _MISSING,
+    backward_hooks: Any = _MISSING,
     metadata: Any = None,
+    *extra: Any,
 ) -> torch.Tensor:
     """What ``torch._utils._rebuild_tensor_v2`` does, minus its per-tensor fake-mode search,
     after :func:`check_extent`.
@@ -259,6 +263,8 @@ def rebuild_tensor(
     an active FakeTensorMode costs more than building the tensor. The unpickler hands out
     this function instead only when :func:`fake_mode_possible` says no such mode can be on.
     """
+    if backward_hooks is _MISSING or extra:  # the C unpickler would raise a raw TypeError
+        raise PickleDataError("_rebuild_tensor_v2 takes 6 or 7 arguments")
     untyped, dtype = _typed_parts(storage)
     check_extent(untyped.nbytes(), dtype.itemsize, storage_offset, size, stride)
     key = (dtype, untyped.device)
