@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ._gc import collector_paused
 from ._globbing import GlobGroup, compile_glob
 from ._mangling import demangle
 from ._storage import CHECKED_REBUILDS, DATA_ERRORS, checked_rebuild, rebuild_tensor
@@ -276,7 +277,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     def load(self) -> Any:
         try:
-            return super().load()
+            with collector_paused():  # as the ordinary unpickler: no collections over the growing heap
+                return super().load()
         except _RefusedOpcode as refused:
             raise self._refuse(f"uses the pickle opcode {refused.args[0]!r}") from None
         except (TorchpackError, RecursionError):
