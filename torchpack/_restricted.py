@@ -306,8 +306,11 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
                 f"allow (if it is trusted, add '{module}:{name}' to allowed_globals)"
             )
         found = self._resolve(module, name)
+        handed_out = checked_rebuild(found)
+        # Both: BUILD and items check an instance's class, calls the object handed out.
         self._allowed_objects[id(found)] = found
-        return checked_rebuild(found)
+        self._allowed_objects[id(handed_out)] = handed_out
+        return handed_out
 
     def _resolve(self, module: str, qualname: str) -> Any:
         found: Any = self._import_module(module)
