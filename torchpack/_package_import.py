@@ -41,7 +41,14 @@ from ._mangling import PackageMangler, demangle
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
 from ._source_scan import resolve_relative
-from ._storage import DATA_ERRORS, MapLocation, restore_location, storage_from_record, typed_storage
+from ._storage import (
+    DATA_ERRORS,
+    MapLocation,
+    restore_location,
+    storage_class_dtype,
+    storage_from_record,
+    typed_storage,
+)
 from ._torchscript import (
     StorageContext,
     call_package_reducer,
@@ -72,10 +79,6 @@ _NOT_LOADED = object()
 #: are memory-mapped, whose pages are then only read when the tensor is ("trust-mapped": for
 #: archives verified before, it keeps loading a multi-GiB model as cheap as a small one).
 IntegrityMode = Literal["on-use", "eager", "trust-mapped"]
-
-
-def _is_legacy_storage_class(value: Any) -> bool:
-    return isinstance(value, type) and issubclass(value, torch.storage._LegacyStorage)
 
 
 def _ancestors(name: str) -> list[str]:
@@ -116,8 +119,8 @@ class PackageImporter(Importer):
     pickles get only :data:`torchpack._restricted.DEFAULT_GLOBALS` and what ``allowed_globals``
     allows (``"module:qualname"`` globs, or ``"torch.nn.modules.**"``-style globs over
     top-level names), and no packaged module runs unless ``trusted_modules`` (globs such as
-    ``"mylab.**"``) names it, which also allows its globals. An extern distribution installed at another version
-    than the recorded one gives an :class:`ExternVersionWarning`, or with
+    ``"mylab.**"``) names it, which also allows its globals. An extern distribution installed
+    at another version than the recorded one gives an :class:`ExternVersionWarning`, or with
     ``strict_versions=True`` an :class:`ExternVersionError`.
     """
 
@@ -321,13 +324,11 @@ class PackageImporter(Importer):
         def persistent_load(saved_id: Any) -> Any:
             try:
                 return load_persistent(saved_id)
-            except TorchpackError:
-                raise
-            except RecursionError:
+            except (TorchpackError, RecursionError):
                 raise
             except DATA_ERRORS as error:
-                # Raised by torch or by these lines on an odd id (or by map_location on its
-                # storage): the archive's data, not torchpack, is at fault - the cause is kept.
+                # Raised by torch on an odd id (or by map_location on its storage): the
+                # archive's data is at fault; the cause is kept, so a torchpack fault shows.
                 raise PickleDataError(f"persistent id {saved_id!r:.100}: {error}") from error
 
         def load_persistent(saved_id: Any) -> Any:
@@ -354,11 +355,7 @@ class PackageImporter(Importer):
                     located_storages[key] = storage
                 dtype = dtypes.get(storage_class) if isinstance(storage_class, type) else None
                 if dtype is None:
-                    if not (storage_class is torch.UntypedStorage or _is_legacy_storage_class(storage_class)):
-                        raise PickleDataError(f"the storage persistent id names {storage_class!r:.60}, no storage class")
-                    # `_dtype`: the public `dtype` of the legacy storage classes warns that they are deprecated.
-                    dtype = torch.uint8 if storage_class is torch.UntypedStorage else storage_class._dtype
-                    dtypes[storage_class] = dtype
+                    dtype = dtypes[storage_class] = storage_class_dtype(storage_class)
                 return typed_storage(storage, dtype)
             if kind == "reduce_package":
                 if len(saved_id) not in (3, 4):
@@ -546,7 +543,8 @@ class PackageImporter(Importer):
         code = None
         if entry.filename is not None:
             if self._global_policy is not None and not self._global_policy.trusts(name):
-                raise RestrictedLoadError(untrusted_code_message(self.filename, name, f"importing {entry.filename} would run"))
+                where = f"importing {entry.filename} would run"
+                raise RestrictedLoadError(untrusted_code_message(self.filename, name, where))
             filename = self._mangler.mangle(entry.filename)
             namespace["__file__"] = filename
             raw = self.zip_reader.read(entry.filename)

@@ -171,6 +171,16 @@ def storage_from_record(view: memoryview, *, share: bool) -> torch.UntypedStorag
     return torch.frombuffer(bytearray(view), dtype=torch.uint8).untyped_storage()
 
 
+def storage_class_dtype(storage_class: Any) -> torch.dtype:
+    """The dtype of the storage class a persistent id names (``UntypedStorage``: bytes)."""
+    if storage_class is torch.UntypedStorage:
+        return torch.uint8
+    if not (isinstance(storage_class, type) and issubclass(storage_class, torch.storage._LegacyStorage)):
+        raise PickleDataError(f"the storage persistent id names {storage_class!r:.60}, no storage class")
+    # `_dtype`: the public `dtype` of the legacy storage classes warns that they are deprecated.
+    return storage_class._dtype
+
+
 def typed_storage(untyped: torch.UntypedStorage, dtype: torch.dtype) -> torch.storage.TypedStorage:
     """``TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)`` in a quarter of the
     time: loading makes one per tensor. Its argument checks come down to two type tests;
