@@ -81,6 +81,10 @@ def _elements_cost(args: tuple[Any, ...]) -> int:
     return _ELEMENT_COST * _length(args[0]) if args else 0
 
 
+def _factory_cost(args: tuple[Any, ...]) -> int:
+    return _ELEMENT_COST * _length(args[1]) if len(args) > 1 else 0
+
+
 def _bytearray_cost(args: tuple[Any, ...]) -> int:
     if args and type(args[0]) is int:
         return args[0]
@@ -133,17 +137,20 @@ _DEFAULT_CALLABLES: dict[tuple[str, str], tuple[Any, Callable[[tuple[Any, ...]],
     ("torch._utils", "_rebuild_sparse_tensor"): (torch._utils._rebuild_sparse_tensor, _hooks_at(None)),
     ("torch._utils", "_rebuild_qtensor"): (torch._utils._rebuild_qtensor, _hooks_at(6)),
     ("torch._utils", "_rebuild_meta_tensor_no_storage"): (torch._utils._rebuild_meta_tensor_no_storage, _hooks_at(None)),
-        ("torch._tensor", "_rebuild_from_type_v2"): (torch._tensor._rebuild_from_type_v2, _no_cost),
-        ("torch", "Size"): (torch.Size, _elements_cost),
-        ("torch", "device"): (torch.device, _no_cost),
-        ("torch.serialization", "_get_layout"): (torch.serialization._get_layout, _no_cost),
-        ("collections", "OrderedDict"): (collections.OrderedDict, _elements_cost),
-        ("collections", "deque"): (collections.deque, _elements_cost),
-        ("builtins", "set"): (set, _elements_cost),
-        ("builtins", "frozenset"): (frozenset, _elements_cost),
-        ("builtins", "bytearray"): (bytearray, _bytearray_cost),
-        ("builtins", "complex"): (complex, _no_cost),
-        ("builtins", "slice"): (slice, _no_cost),
+    # Checked by the unpickler itself (see _check_rebuild_from_type).
+    ("torch._tensor", "_rebuild_from_type_v2"): (torch._tensor._rebuild_from_type_v2, _hooks_at(None)),
+    ("torch", "Size"): (torch.Size, _elements_cost),
+    ("torch", "device"): (torch.device, _no_cost),
+    ("torch.serialization", "_get_layout"): (torch.serialization._get_layout, _no_cost),
+    ("collections", "OrderedDict"): (collections.OrderedDict, _elements_cost),
+    # Its factory is checked by the unpickler (see _charge).
+    ("collections", "defaultdict"): (collections.defaultdict, _factory_cost),
+    ("collections", "deque"): (collections.deque, _elements_cost),
+    ("builtins", "set"): (set, _elements_cost),
+    ("builtins", "frozenset"): (frozenset, _elements_cost),
+    ("builtins", "bytearray"): (bytearray, _bytearray_cost),
+    ("builtins", "complex"): (complex, _no_cost),
+    ("builtins", "slice"): (slice, _no_cost),
     ("builtins", "range"): (range, _no_cost),
 }
 
@@ -362,6 +369,10 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return False
         if function is _REBUILD_FROM_TYPE:
             self._check_rebuild_from_type(args)
+        elif function is collections.defaultdict and args and args[0] is not None:
+            # The factory runs later, whenever a missing key is read: an allowed callable only.
+            if id(args[0]) not in _CALL_COSTS and id(args[0]) not in self._allowed_objects:
+                raise self._refuse(f"makes a defaultdict calling {args[0]!r:.80}")
         try:
             nbytes = cost(args)
         except RestrictedLoadError as error:

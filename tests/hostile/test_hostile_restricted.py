@@ -77,6 +77,8 @@ def test_trusted_packaged_code_runs_and_loads(tmp_path: Path) -> None:
 
 def test_a_data_only_archive_loads_with_no_option(tmp_path: Path) -> None:
     state = torch.nn.Linear(3, 2).state_dict()
+    noted, noted_parameter = torch.ones(2), torch.nn.Parameter(torch.zeros(2))
+    noted.note = noted_parameter.note = "attributes pickle through _rebuild_from_type_v2 / _with_state"
     data = {
         "state": state,
         "param": torch.nn.Parameter(torch.ones(2)),
@@ -87,6 +89,8 @@ def test_a_data_only_archive_loads_with_no_option(tmp_path: Path) -> None:
         "small": {"set": {1, 2, 3}, "frozen": frozenset("ab"), "bytes": bytearray(b"\x00" * 1000)},
         "more": [collections.deque([1, 2], maxlen=5), range(3, 9), slice(1, None, 2), 3 - 1j],
         "ordered": collections.OrderedDict(a=1, b=torch.zeros(3, dtype=torch.int64)),
+        "noted": [noted, noted_parameter],
+        "counts": collections.defaultdict(set, a={1}),
     }
     archive = tmp_path / "data.pt"
     with PackageExporter(archive) as exporter:
@@ -98,6 +102,8 @@ def test_a_data_only_archive_loads_with_no_option(tmp_path: Path) -> None:
     for key in ("meta", "shape", "small", "more"):
         assert loaded[key] == data[key], key
     assert list(loaded["ordered"]) == ["a", "b"] and loaded["more"][0].maxlen == 5
+    assert [value.note for value in loaded["noted"]] == [noted.note] * 2
+    assert isinstance(loaded["noted"][1], torch.nn.Parameter) and loaded["counts"]["b"] == set()
 
 
 # -- 2. names that shadow installed modules -----------------------------------------------------
@@ -229,6 +235,21 @@ def test_rebuild_from_type_may_not_call_a_constructor(tmp_path: Path) -> None:
     rebuild = Global("torch._tensor", "_rebuild_from_type_v2")
     archive = hostile_archive(tmp_path / "fromtype.pt", Call(rebuild, Global("builtins", "bytearray"), Global("torch", "Tensor"), (10,), {}))
     assert "no tensor rebuild" in _refused(archive)
+
+
+def test_a_defaultdict_factory_must_be_allowed(tmp_path: Path) -> None:
+    archive = hostile_archive(tmp_path / "factory.pt", Call(Global("collections", "defaultdict"), Global("torch", "FloatStorage")))
+    assert "makes a defaultdict calling" in _refused(archive)
+
+
+def test_tensor_attributes_may_not_set_dunders(tmp_path: Path) -> None:
+    rebuild = Global("torch._tensor", "_rebuild_from_type_v2")
+    v2 = Global("torch._utils", "_rebuild_tensor_v2")
+    tensor_args = tensor().args
+    archive = hostile_archive(
+        tmp_path / "dunder.pt", Call(rebuild, v2, Global("torch", "Tensor"), tensor_args, {"__class__": Global("torch", "Size")})
+    )
+    assert "odd attributes" in _refused(archive)
 
 
 def test_tensor_backward_hooks_are_refused(tmp_path: Path) -> None:
