@@ -239,7 +239,7 @@ def check_extent(nbytes: int, itemsize: int, offset: Any, size: Any, stride: Any
             raise PickleDataError(f"odd tensor size {tuple(size)!r:.80} or stride {tuple(stride)!r:.80}")
         end += (extent - 1) * step
     if 0 in size:
-        end = offset  # an empty tensor reads nothing, but its offset must still lie in the storage
+        return  # an empty tensor reads nothing: torch keeps slices' offsets past the end (`x[5:]` of 3)
     if end * itemsize > nbytes:
         raise PickleDataError(
             f"a tensor of size {tuple(size)}, stride {tuple(stride)} at offset {offset} reaches byte "
@@ -320,9 +320,11 @@ def _rebuild_qtensor(storage: Any, storage_offset: Any, size: Any, stride: Any, 
 def _rebuild_tensor_v3(
     storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any, backward_hooks: Any, dtype: Any, *rest: Any
 ) -> Any:
-    if not isinstance(storage, torch.UntypedStorage) or not isinstance(dtype, torch.dtype):
-        raise PickleDataError("_rebuild_tensor_v3 needs an untyped storage and a dtype")
-    check_extent(storage.nbytes(), dtype.itemsize, storage_offset, size, stride)
+    # The storage comes wrapped as bytes (torch.package wraps every storage); the dtype is given apart.
+    untyped, _bytes = _typed_parts(storage)
+    if not isinstance(dtype, torch.dtype):
+        raise PickleDataError(f"_rebuild_tensor_v3 is given {dtype!r:.60} as its dtype")
+    check_extent(untyped.nbytes(), dtype.itemsize, storage_offset, size, stride)
     return translate_errors(torch._utils._rebuild_tensor_v3)(
         storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, *rest
     )

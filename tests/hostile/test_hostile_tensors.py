@@ -47,13 +47,13 @@ def test_an_empty_storage_record_cannot_be_grown_by_a_tensor(tmp_path: Path) -> 
         ((0, (1 << 33,), (1 << 31,)), "of a storage record of 48 bytes"),  # 2**64: wraps to 0 in int64
         ((0, (3,), (-1,)), "odd tensor size"),
         ((0, (-3,), (1,)), "odd tensor size"),
-        ((100, (0,), (1,)), "reaches byte 400"),  # empty, but far outside its storage
+        ((0, (2, 3), (1 << 62, 1 << 62)), "reaches byte 55340232221128654852"),
         ((0, (3, 4), (1,)), "differ in length"),
         (("0", (3,), (1,)), "odd tensor geometry"),
         ((-1, (3,), (1,)), "odd tensor geometry"),
         ((0, (3.0,), (1,)), "odd tensor size"),
     ],
-    ids=["past-end", "2d-past-end", "int64-wrap", "negative-stride", "negative-size", "empty-far-offset",
+    ids=["past-end", "2d-past-end", "int64-wrap", "negative-stride", "negative-size", "huge-strides",
          "rank-mismatch", "str-offset", "negative-offset", "float-size"],
 )
 def test_tensor_geometry_outside_its_storage_record(tmp_path: Path, geometry: tuple, expected: str) -> None:
@@ -78,6 +78,11 @@ def test_genuine_empty_and_expanded_tensors_load_on_storages_that_never_grow(tmp
     archive = tmp_path / "fine.pt"
     with PackageExporter(archive) as exporter:
         exporter.save_pickle("data", "x.pkl", {"empty": torch.empty(0, 3), "wide": torch.ones(1).expand(1000)})
+    # An empty tensor reads nothing, whatever its offset: torch keeps a slice's past the end.
+    far = hostile_archive(tmp_path / "far.pt", tensor(1 << 40, (0, 3), (3, 1)))
+    for restricted in (False, True):
+        empty = PackageImporter(far, restricted=restricted).load_pickle("data", "x.pkl")
+        assert empty.shape == (0, 3) and empty.untyped_storage().nbytes() == 48
     for restricted in (False, True):
         loaded = PackageImporter(archive, restricted=restricted).load_pickle("data", "x.pkl")
         assert loaded["empty"].shape == (0, 3) and torch.equal(loaded["wide"], torch.ones(1000))
