@@ -14,6 +14,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,7 @@ def hostile_archive(
     edits = dict(replace or {})
     edits[PICKLE] = payload if isinstance(payload, bytes) else craft(payload)
     if externs:
-        with __import__("zipfile").ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             (name,) = [n for n in archive.namelist() if n.endswith(".data/extern_modules")]
             listed = archive.read(name).decode().split()
         edits[".data/extern_modules"] = "".join(f"{m}\n" for m in [*listed, *externs]).encode()

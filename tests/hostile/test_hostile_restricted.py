@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hostile_pickles import PICKLE, Build, Call, Global, New, PersistentId, Raw, hostile_archive, run_victim, tensor
+from hostile_pickles import PICKLE, Build, Call, Global, New, PersistentId, Raw, craft, hostile_archive, run_victim, tensor
 from torchpack import PackageExporter, PackageImporter, RestrictedLoadError, TorchpackError
 
 SYSTEM = Global("os", "system")
@@ -214,15 +214,10 @@ def test_calls_and_opcodes_outside_the_allow_list(tmp_path: Path, payload: objec
 
 def test_items_go_only_into_lists_dicts_and_sets(tmp_path: Path) -> None:
     # APPEND onto a tensor would call its own methods; the pickle may only fill containers.
-    payload = Raw(craft_prefix() + pickle.EMPTY_LIST + pickle.APPEND + pickle.STOP)
+    tensor_opcodes = craft(tensor())[2:-1]  # without PROTO and STOP
+    payload = Raw(tensor_opcodes + pickle.EMPTY_LIST + pickle.APPEND + pickle.STOP)
     archive = hostile_archive(tmp_path / "append.pt", payload)
     assert "adds items to a Tensor" in _refused(archive)
-
-
-def craft_prefix() -> bytes:
-    from hostile_pickles import craft
-
-    return craft(tensor())[2:-1]  # without PROTO and STOP
 
 
 def test_a_reduce_package_id_may_not_call_a_default_constructor(tmp_path: Path) -> None:
