@@ -46,7 +46,13 @@ class SigningUnavailableError(TorchpackError, ImportError):
 
 
 class RestrictedLoadError(TorchpackError, RuntimeError):
-    """Restricted loading refused a pickle global outside the allow-list."""
+    """Restricted loading refused a pickle: a global outside the allow-list, packaged code not
+    trusted, a call or opcode it does not allow, or an allocation over its budget."""
+
+
+class PickleDataError(ArchiveFormatError):
+    """A pickle's data does not describe what it claims: an odd persistent id, odd arguments to
+    a tensor rebuild, a tensor reaching outside its storage record."""
 
 
 class ExternVersionError(TorchpackError, RuntimeError):
