@@ -38,6 +38,7 @@ from ._gc import collector_paused
 from ._importlib_facade import FACADE_MODULES, make_facades
 from ._integrity import CheckedReader, extern_version_mismatches, read_integrity
 from ._mangling import PackageMangler, demangle
+from ._materialize import MaterializedView, MaterializeSpec, add_view_facade, materialize as materialize_view
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
 from ._source_scan import resolve_relative
@@ -104,7 +105,10 @@ class PackageImporter(Importer):
     :data:`torchpack._restricted.DEFAULT_ALLOWED_GLOBALS` plus ``allowed_globals`` (globs
     such as ``"torch.nn.modules.**"``). An extern distribution installed at another version
     than the recorded one gives an :class:`ExternVersionWarning`, or with
-    ``strict_versions=True`` an :class:`ExternVersionError`.
+    ``strict_versions=True`` an :class:`ExternVersionError`. ``materialize`` (``True``, or
+    globs such as ``"transformers.**"``) extracts those modules' files into torchpack's cache
+    and points their ``__file__`` and ``__path__`` there, for libraries that list or open
+    their own files (see :mod:`torchpack._materialize`).
     """
 
     modules: dict[str, Any]
@@ -122,6 +126,7 @@ class PackageImporter(Importer):
         restricted: bool = False,
         allowed_globals: Iterable[str] = (),
         strict_versions: bool = False,
+        materialize: MaterializeSpec = False,
     ) -> None:
         if integrity not in ("on-use", "eager", "trust-mapped"):
             raise ValueError(f"integrity must be 'on-use', 'eager' or 'trust-mapped', not {integrity!r}")
@@ -148,6 +153,9 @@ class PackageImporter(Importer):
         self._check_extern_versions(strict_versions)
         self._extern_set = frozenset(self.extern_modules)
         self._index = self._index_modules()
+        self._view: MaterializedView | None = None
+        if materialize is not False:
+            self._view = materialize_view(self.zip_reader, self.integrity_record, materialize, self.filename)
         # Parents of extern modules that the package does not provide come from the
         # environment too: importing `importlib.resources` needs the real `importlib`.
         self._extern_parents = frozenset(
@@ -460,9 +468,11 @@ class PackageImporter(Importer):
         return module
 
     def _load(self, name: str) -> Any:
-        if name in FACADE_MODULES and self._is_extern(name):
+        if (name in FACADE_MODULES or (self._view and name == "importlib.util")) and self._is_extern(name):
             # Packaged code's importlib resolves module names through this importer.
             facades = make_facades(self.import_module)
+            if self._view is not None:
+                add_view_facade(facades, self._view, self.import_module)
             for facade_name, facade in facades.items():
                 self.modules.setdefault(facade_name, facade)
             return self.modules[name]
@@ -488,14 +498,20 @@ class PackageImporter(Importer):
         namespace["__builtins__"] = self._builtins
         namespace["__torch_package__"] = True
         namespace["__cached__"] = None
+        view = self._view
         if entry.is_package:
-            folder = self._mangler.mangle(name.replace(".", "/"))
+            folder = (view and view.folder_of(name)) or self._mangler.mangle(name.replace(".", "/"))
             spec.submodule_search_locations = [folder]
             namespace["__path__"] = spec.submodule_search_locations
         code = None
         if entry.filename is not None:
-            filename = self._mangler.mangle(entry.filename)
+            # In a materialized view, code names its real file too: libraries split the
+            # paths of their functions' code (transformers' docstrings do).
+            extracted = view and view.file_of(entry.filename)
+            filename = extracted or self._mangler.mangle(entry.filename)
             namespace["__file__"] = filename
+            if extracted:
+                spec.origin = extracted
             raw = self.zip_reader.read(entry.filename)
             source = raw.decode("utf-8")
             # Prime linecache so tracebacks and inspect show packaged lines at once.
@@ -511,6 +527,11 @@ class PackageImporter(Importer):
                 self.modules.pop(name, None)
                 sys.modules.pop(mangled_name, None)
                 raise
+            # As CPython: a module may replace itself in sys.modules while it runs
+            # (transformers installs a lazy module that way); importers get the replacement.
+            replacement = sys.modules.get(mangled_name, module)
+            if replacement is not module:
+                self.modules[name] = module = replacement
         return module
 
     def _load_fromlist(self, module: Any, fromlist: Any, *, recursive: bool = False) -> Any:

@@ -45,6 +45,14 @@ class ExternVersionWarning(UserWarning):
     """An extern distribution's installed version differs from the one recorded at export."""
 
 
+class MaterializedViewError(TorchpackError, OSError):
+    """A materialized view (see torchpack._materialize) could not be extracted intact."""
+
+
+class MaterializedViewWarning(UserWarning):
+    """A materialized view on disk did not match its archive and was extracted again."""
+
+
 class EmptyMatchError(TorchpackError):
     """A pattern passed with ``allow_empty=False`` matched no module by the time the exporter closed."""
 
