@@ -37,6 +37,7 @@ from ._archive_reader import ArchiveReader, ArchiveSource, MmapMode, open_archiv
 from ._gc import collector_paused
 from ._importlib_facade import FACADE_MODULES, make_facades
 from ._integrity import CheckedReader, extern_version_mismatches, read_integrity
+from ._distributions import add_metadata_facade, saved_distributions
 from ._mangling import PackageMangler, demangle
 from ._materialize import MaterializedView, MaterializeSpec, add_view_facade, materialize as materialize_view
 from ._pickling import PackageUnpickler
@@ -154,8 +155,18 @@ class PackageImporter(Importer):
         self._extern_set = frozenset(self.extern_modules)
         self._index = self._index_modules()
         self._view: MaterializedView | None = None
+        # importlib modules packaged code gets a facade of besides FACADE_MODULES -> what adds it.
+        self._more_facades: dict[str, Callable[[dict[str, ModuleType]], None]] = {}
         if materialize is not False:
             self._view = materialize_view(self.zip_reader, self.integrity_record, materialize, self.filename)
+            self._more_facades["importlib.util"] = functools.partial(
+                add_view_facade, view=self._view, import_module=self.import_module
+            )
+        distributions = saved_distributions(self._record_names)
+        if distributions:
+            self._more_facades["importlib.metadata"] = functools.partial(
+                add_metadata_facade, saved=distributions, load_text=self.load_text
+            )
         # Parents of extern modules that the package does not provide come from the
         # environment too: importing `importlib.resources` needs the real `importlib`.
         self._extern_parents = frozenset(
@@ -468,11 +479,11 @@ class PackageImporter(Importer):
         return module
 
     def _load(self, name: str) -> Any:
-        if (name in FACADE_MODULES or (self._view and name == "importlib.util")) and self._is_extern(name):
+        if (name in FACADE_MODULES or name in self._more_facades) and self._is_extern(name):
             # Packaged code's importlib resolves module names through this importer.
             facades = make_facades(self.import_module)
-            if self._view is not None:
-                add_view_facade(facades, self._view, self.import_module)
+            for add_facade in self._more_facades.values():
+                add_facade(facades)
             for facade_name, facade in facades.items():
                 self.modules.setdefault(facade_name, facade)
             return self.modules[name]
