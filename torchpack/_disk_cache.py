@@ -26,7 +26,7 @@ _MAGIC = importlib.util.MAGIC_NUMBER.hex()
 #: Cache kinds. IMPORTS and CODE are keyed by source digest; VERIFIED holds empty markers,
 #: one per large record of an archive file that matched its integrity digest; RESOURCES holds
 #: resource files given a file-system path, keyed by content digest.
-IMPORTS = "imports-v2"
+IMPORTS = "imports-v3"
 CODE = "code"
 VERIFIED = "verified"
 RESOURCES = "resources"

@@ -89,6 +89,9 @@ class PackageExporter:
         self._intern_hooks: dict[int, ActionHook] = {}
         self._unique_ids = 0
         self._read_files: set[str] = set()
+        # Modules imported only at guarded or deferred sites and not installed here; the
+        # package is written without them (see optional_missing_modules).
+        self._optional_missing: dict[str, None] = {}
         # torch's TorchScript serializer; its storage context numbers *every* storage (eager
         # and script) and keeps it alive, so a storage both share is one record. torch's
         # ScriptModule.__reduce_package__ reads these two attributes.
@@ -197,7 +200,10 @@ class PackageExporter:
             return
         for reference in references:
             if reference.optional and not self._is_known_module(reference.module):
-                # Guarded by `except ImportError`: the code runs without it, and so will the package.
+                # Imported under a guard or in a function, and not installed: the code imports
+                # without it here, and so will the package (torch.package drops every import
+                # it cannot resolve; unguarded top-level ones still fail below, as they would at load).
+                self._optional_missing[reference.module] = None
                 continue
             if reference.name is not None:
                 submodule = f"{reference.module}.{reference.name}"
@@ -235,9 +241,17 @@ class PackageExporter:
     # -- saving -----------------------------------------------------------------------------
 
     def save_module(self, module_name: str, dependencies: bool = True) -> None:
-        """Intern ``module_name`` with its source, whatever the patterns say."""
+        """Intern ``module_name`` with its source, whatever the patterns say.
+
+        Raises ModuleNotFoundError at once when the importer has no such module.
+        """
         if not isinstance(module_name, str):
             raise TypeError("save_module() expects a module name string; to save an object use save_pickle()")
+        if not module_exists(self.importer, module_name):
+            raise ModuleNotFoundError(
+                f"save_module({module_name!r}): no module named {module_name!r} through the exporter's importer",
+                name=module_name,
+            )
         self._add_interned(module_name, dependencies)
 
     def save_source_string(
@@ -375,6 +389,16 @@ class PackageExporter:
     def denied_modules(self) -> list[str]:
         return self._modules_with_action(ModuleAction.DENY)
 
+    def optional_missing_modules(self) -> list[str]:
+        """Modules left out because they are not installed and only imported optionally.
+
+        Packaged code imports each under an ``if``, in a ``try`` that catches ImportError, or
+        in a function; none is in the package, and importing one from it raises
+        ModuleNotFoundError naming it. A module provided some other way (saved, or imported
+        unconditionally elsewhere) is not listed.
+        """
+        return sorted(name for name in self._optional_missing if name not in self.dependency_graph.nodes)
+
     def get_rdeps(self, module_name: str) -> list[str]:
         """The modules (and pickles) that depend on ``module_name`` directly."""
         return list(self.dependency_graph.predecessors.get(module_name, {}))
@@ -504,6 +528,9 @@ class PackageExporter:
         extern = self.externed_modules()
         stage = self._writer.stage_record
         stage(records.EXTERN_MODULES, "".join(f"{name}\n" for name in extern).encode())
+        optional_missing = self.optional_missing_modules()
+        if optional_missing:  # written only when needed: other archives keep their bytes
+            stage(records.OPTIONAL_MISSING, "".join(f"{name}\n" for name in optional_missing).encode())
         stage(records.PYTHON_VERSION, platform.python_version().encode())
         stage(records.VERSION, f"{records.FORMAT_VERSION}\n".encode())
         stage(records.BYTEORDER, sys.byteorder.encode())

@@ -32,6 +32,9 @@ class PackageMangler:
         self.prefix = f"<torch_package_{self._index}>"
 
     def mangle(self, name: str) -> str:
+        if not name:
+            # "<torch_package_N>." would name no module, and demangle could not give "" back.
+            raise ValueError("cannot mangle an empty module name")
         return f"{self.prefix}.{name}"
 
     def demangle(self, mangled: str) -> str:

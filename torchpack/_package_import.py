@@ -43,6 +43,7 @@ from ._materialize import MaterializedView, MaterializeSpec, add_view_facade, ma
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
 from ._source_scan import resolve_relative
+from ._stdlib import is_stdlib_module
 from ._storage import MapLocation, restore_location, storage_from_record, typed_storage
 from ._torchscript import (
     StorageContext,
@@ -167,14 +168,7 @@ class PackageImporter(Importer):
             self._more_facades["importlib.metadata"] = functools.partial(
                 add_metadata_facade, saved=distributions, load_text=self.load_text
             )
-        # Parents of extern modules that the package does not provide come from the
-        # environment too: importing `importlib.resources` needs the real `importlib`.
-        self._extern_parents = frozenset(
-            parent
-            for extern in self.extern_modules
-            for parent in _ancestors(extern)
-            if parent not in self._index
-        )
+        self._extern_parents = self._place_extern_parents()
         self._global_policy = (
             GlobalPolicy(frozenset(self._index) - self._extern_set, allowed_globals) if restricted else None
         )
@@ -201,6 +195,13 @@ class PackageImporter(Importer):
         text = reader.read(name).decode("ascii", "replace").strip()
         if not text.isdigit() or int(text) not in records.SUPPORTED_FORMAT_VERSIONS:
             raise ArchiveFormatError(f"{reader.name}: unsupported package format version {text!r} in {name}")
+
+    @functools.cached_property
+    def _optional_missing(self) -> list[str]:
+        """Modules the exporter left out as optional and not installed; read when first needed."""
+        if not self.zip_reader.has_record(records.OPTIONAL_MISSING):
+            return []
+        return self.zip_reader.read(records.OPTIONAL_MISSING).decode("utf-8").splitlines()
 
     def _check_extern_versions(self, strict: bool) -> None:
         if self.integrity_record is None:
@@ -232,6 +233,27 @@ class PackageImporter(Importer):
             elif leaf.endswith(".py"):
                 index.setdefault(".".join([*folders, leaf[:-3]]), _ModuleEntry(name, False))
         return index
+
+    def _place_extern_parents(self) -> frozenset[str]:
+        """Decide where the parents of extern modules that the archive does not hold come from.
+
+        Those of the standard library and torch come from the environment, which exporters
+        take them from anyway (importing `importlib.resources` needs the real `importlib`);
+        they are returned. Any other becomes an empty package of the archive, as in
+        torch.package: with `extern("a.sub")` alone, importing `a` gives the package's own
+        `a`, with the extern `a.sub` bound on it (see _find_and_load).
+        """
+        environment_parents = set()
+        for extern in self.extern_modules:
+            for parent in _ancestors(extern):
+                if parent in self._index or any(a in self._extern_set for a in (*_ancestors(parent), parent)):
+                    continue
+                top = parent.partition(".")[0]
+                if top == "torch" or is_stdlib_module(top):
+                    environment_parents.add(parent)
+                else:
+                    self._index[parent] = _ModuleEntry(None, True)
+        return frozenset(environment_parents)
 
     def python_version(self) -> str | None:
         """The Python version the package was exported with, when it recorded one."""
@@ -460,16 +482,20 @@ class PackageImporter(Importer):
         if module is not _NOT_LOADED:
             return module
         parent = name.rpartition(".")[0]
-        if self._is_extern(name):
+        extern = self._is_extern(name)
+        if extern and (not parent or self._is_extern(parent)):
             # The environment's import system handles its own parents (and oddities such
             # as `os.path`, a submodule of a module that is not a package).
             return self._load(name)
         if parent:
+            # A packaged parent is imported first, as CPython does; so is the packaged parent
+            # of an extern module, which then gets the extern child bound as its attribute
+            # (`from transformers import initialization` with only the child extern).
             if parent not in self.modules:
                 self._gcd_import(parent)
             if name in self.modules:  # the parent's import may have imported us already
                 return self.modules[name]
-            if not hasattr(self.modules[parent], "__path__"):
+            if not extern and not hasattr(self.modules[parent], "__path__"):
                 raise ModuleNotFoundError(f"No module named '{name}'; '{parent}' is not a package", name=name)
         module = self._load(name)
         if parent:
@@ -493,6 +519,13 @@ class PackageImporter(Importer):
             return module
         entry = self._index.get(name)
         if entry is None:
+            left_out = [m for m in self._optional_missing if m == name or m.startswith(name + ".")]
+            if left_out:
+                raise ModuleNotFoundError(
+                    f"No module named '{name}' in package {self.filename}: {', '.join(left_out)} was left out "
+                    "at export, as an optional import of a module that was not installed",
+                    name=name,
+                )
             raise ModuleNotFoundError(
                 f"No module named '{name}' in package {self.filename} "
                 "(it was neither interned nor marked extern when the package was exported)",

@@ -23,6 +23,8 @@ EXTERN_MODULES = ".data/extern_modules"
 PYTHON_VERSION = ".data/python_version"
 SERIALIZATION_ID = ".data/serialization_id"
 INTEGRITY = ".data/torchpack/integrity.json"
+#: Modules left out at export as optional and not installed, one per line (torchpack only).
+OPTIONAL_MISSING = ".data/torchpack/optional_missing"
 BYTEORDER = "byteorder"
 
 

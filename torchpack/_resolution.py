@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import importlib.machinery
 import importlib.util
+import os
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -161,10 +162,9 @@ def _find_sys_spec(name: str) -> importlib.machinery.ModuleSpec | None:
     parent, _, _ = name.rpartition(".")
     search_path = None
     if parent:
-        parent_spec = _sys_spec(parent)
-        if parent_spec is None or parent_spec.submodule_search_locations is None:
+        search_path = _submodule_search_path(parent)
+        if search_path is None:
             return None
-        search_path = list(parent_spec.submodule_search_locations)
     for finder in sys.meta_path:
         find_spec = getattr(finder, "find_spec", None)
         if find_spec is None:
@@ -176,6 +176,35 @@ def _find_sys_spec(name: str) -> importlib.machinery.ModuleSpec | None:
         if spec is not None:
             return spec
     return None
+
+
+def _submodule_search_path(package: str) -> list[str] | None:
+    """Where the import system looks for the submodules of ``package``; None: not a package.
+
+    Like importlib, an imported package's ``__path__`` decides, not its spec: transformers
+    re-points ``__spec__.submodule_search_locations`` at a ``pathlib.Path``, which the path
+    finder skips, while its ``__path__`` stays right. Entries are coerced to ``str``
+    (``Path`` objects, a ``_NamespacePath``, bytes); what is no path at all is skipped.
+    """
+    module = sys.modules.get(package)
+    if module is not None:
+        locations = getattr(module, "__path__", None)
+    else:
+        spec = _sys_spec(package)
+        locations = None if spec is None else spec.submodule_search_locations
+    if locations is None:
+        return None
+    search_path = []
+    try:
+        entries = list(locations)
+    except TypeError:  # a __path__ that is not iterable: no submodule can be found there
+        return []
+    for entry in entries:
+        try:
+            search_path.append(os.fsdecode(os.fspath(entry)))
+        except TypeError:
+            continue
+    return search_path
 
 
 def _source_of_module(module: ModuleType) -> tuple[str | None, str | None]:

@@ -11,6 +11,7 @@ re-exporting the same library parses it once.
 from __future__ import annotations
 
 import ast
+import enum
 import hashlib
 import json
 import threading
@@ -19,17 +20,35 @@ from dataclasses import dataclass
 from . import _disk_cache as disk_cache
 
 
+class ImportSite(enum.IntEnum):
+    """Where an import sits, which says whether the module can work without its target.
+
+    Ordered by how surely the import runs: a module imported at several sites is as
+    dependent on it as its surest site makes it.
+    """
+
+    #: In a function body: runs only when the function is called.
+    DEFERRED = 0
+    #: Under an ``if`` or ``match``, in an ``except`` handler, or in a ``try`` that catches
+    #: ImportError (or ModuleNotFoundError, Exception, BaseException, bare ``except``).
+    GUARDED = 1
+    #: Runs, unguarded, whenever the module is imported.
+    TOP_LEVEL = 2
+
+
 @dataclass(frozen=True)
 class ImportReference:
-    """One thing a module imports: ``module``, or the attribute/submodule ``name`` of it.
-
-    ``optional`` is set when every occurrence sits in a ``try`` block that catches
-    ImportError: the code copes with the module being absent.
-    """
+    """One thing a module imports: ``module``, or the attribute/submodule ``name`` of it,
+    at its surest ``site`` in the module."""
 
     module: str
     name: str | None = None
-    optional: bool = False
+    site: ImportSite = ImportSite.TOP_LEVEL
+
+    @property
+    def optional(self) -> bool:
+        """Whether the module can be imported without the target: no site runs it for sure."""
+        return self.site is not ImportSite.TOP_LEVEL
 
 
 def resolve_relative(name: str, package: str, level: int) -> str:
@@ -88,6 +107,8 @@ def _dynamic_import(call: ast.Call, package: str) -> list[ImportReference]:
 
 _IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
 _NESTED_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_CONDITIONALS = (ast.If, ast.Match)
 
 
 def _catches_import_error(statement: ast.Try) -> bool:
@@ -99,22 +120,34 @@ def _catches_import_error(statement: ast.Try) -> bool:
     return False
 
 
-def _statements(tree: ast.AST) -> list[tuple[ast.stmt, bool]]:
-    """Every statement of a module (nested ones too), with whether an ImportError raised
-    there is caught by an enclosing ``try``. Expressions are not visited."""
-    pending: list[tuple[ast.stmt, bool]] = [(s, False) for s in getattr(tree, "body", ())]
-    statements: list[tuple[ast.stmt, bool]] = []
+def _statements(tree: ast.AST) -> list[tuple[ast.stmt, ImportSite]]:
+    """Every statement of a module (nested ones too), each with the site its code runs at.
+
+    A ``for``/``while``/``with`` body or a class body runs with the statement around it;
+    the ``else``/``finally`` of a ``try`` are not protected by its handlers. Expressions
+    are not visited.
+    """
+    pending: list[tuple[ast.stmt, ImportSite]] = [(s, ImportSite.TOP_LEVEL) for s in getattr(tree, "body", ())]
+    statements: list[tuple[ast.stmt, ImportSite]] = []
     while pending:
-        statement, guarded = pending.pop()
-        statements.append((statement, guarded))
-        body_guarded = guarded or (isinstance(statement, ast.Try) and _catches_import_error(statement))
-        pending.extend((child, body_guarded) for child in getattr(statement, "body", ()))
-        for field in ("orelse", "finalbody"):
-            pending.extend((child, guarded) for child in getattr(statement, field, ()))
+        statement, site = pending.pop()
+        statements.append((statement, site))
+        # min(): a site never gets surer further in (a guarded block in a function is deferred).
+        if isinstance(statement, _FUNCTIONS):
+            body_site = ImportSite.DEFERRED
+        elif isinstance(statement, _CONDITIONALS) or (isinstance(statement, ast.Try) and _catches_import_error(statement)):
+            body_site = min(site, ImportSite.GUARDED)
+        else:
+            body_site = site
+        conditional = min(site, ImportSite.GUARDED)
+        pending.extend((child, body_site) for child in getattr(statement, "body", ()))
+        orelse_site = conditional if isinstance(statement, ast.If) else site
+        pending.extend((child, orelse_site) for child in getattr(statement, "orelse", ()))
+        pending.extend((child, site) for child in getattr(statement, "finalbody", ()))
         for handler in getattr(statement, "handlers", ()):
-            pending.extend((child, guarded) for child in handler.body)
+            pending.extend((child, conditional) for child in handler.body)
         for case in getattr(statement, "cases", ()):
-            pending.extend((child, guarded) for child in case.body)
+            pending.extend((child, conditional) for child in case.body)
     return statements
 
 
@@ -136,29 +169,29 @@ def scan_source(source: str, package: str, filename: str = "<source>") -> list[I
     Raises SyntaxError for source that does not parse.
     """
     tree = ast.parse(source, filename)
-    # (module, name) -> optional: a reference is optional only if all its occurrences are.
-    found: dict[tuple[str, str | None], bool] = {}
+    # (module, name) -> the surest site among its occurrences.
+    found: dict[tuple[str, str | None], ImportSite] = {}
 
-    def add(module: str, name: str | None, guarded: bool) -> None:
-        found[(module, name)] = found.get((module, name), True) and guarded
+    def add(module: str, name: str | None, site: ImportSite) -> None:
+        found[(module, name)] = max(found.get((module, name), site), site)
 
     # Calls to __import__/import_module are looked for only when the source mentions them;
     # for most modules the statements alone are a small fraction of the tree.
     dynamic = "__import__" in source or "import_module" in source
-    for statement, guarded in _statements(tree):
+    for statement, site in _statements(tree):
         if isinstance(statement, ast.Import):
             for alias in statement.names:
-                add(alias.name, None, guarded)
+                add(alias.name, None, site)
         elif isinstance(statement, ast.ImportFrom):
             module = resolve_relative(statement.module or "", package, statement.level)
             for alias in statement.names:
-                add(module, None if alias.name == "*" else alias.name, guarded)
+                add(module, None if alias.name == "*" else alias.name, site)
         if dynamic:
             for node in _own_expressions(statement):
                 if isinstance(node, ast.Call):
                     for reference in _dynamic_import(node, package):
-                        add(reference.module, reference.name, guarded)
-    return [ImportReference(module, name, optional) for (module, name), optional in found.items()]
+                        add(reference.module, reference.name, site)
+    return [ImportReference(module, name, site) for (module, name), site in found.items()]
 
 
 class ScanCache:
@@ -176,7 +209,7 @@ class ScanCache:
             cached = self._from_disk(key)
         if cached is None:
             cached = tuple(scan_source(source, package, filename))
-            disk_cache.store(disk_cache.IMPORTS, key, json.dumps([[r.module, r.name, r.optional] for r in cached]).encode())
+            disk_cache.store(disk_cache.IMPORTS, key, json.dumps([[r.module, r.name, int(r.site)] for r in cached]).encode())
         with self._lock:
             self._results[key] = cached
         return list(cached)
@@ -187,7 +220,7 @@ class ScanCache:
         if data is None:
             return None
         try:
-            return tuple(ImportReference(module, name, optional) for module, name, optional in json.loads(data))
+            return tuple(ImportReference(module, name, ImportSite(site)) for module, name, site in json.loads(data))
         except (ValueError, TypeError):
             return None
 

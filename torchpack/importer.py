@@ -125,6 +125,25 @@ class OrderedImporter(Importer):
             return candidate
         raise ModuleNotFoundError(f"No module named '{module_name}'", name=module_name) from last_error
 
+    def get_name(self, obj: Any, name: str | None = None) -> tuple[str, str]:
+        """The name of ``obj`` through the first importer that has this very object.
+
+        An importer holding a different object under the name (the environment's class,
+        where ``obj`` comes from a package) does not end the search: a later one may hold
+        ``obj`` itself. When none does, the first mismatch is raised, as it says the most.
+        """
+        first_mismatch: ObjMismatchError | None = None
+        for importer in self._importers:
+            try:
+                return importer.get_name(obj, name)
+            except ObjMismatchError as error:
+                first_mismatch = first_mismatch or error
+            except ObjNotFoundError:
+                continue
+        if first_mismatch is not None:
+            raise first_mismatch
+        raise ObjNotFoundError(f"{obj} was not found under the name {name or getattr(obj, '__qualname__', '?')!r} through any of {len(self._importers)} importers")
+
     def whichmodule(self, obj: Any, name: str) -> str:
         for importer in self._importers:
             candidate_name = importer.whichmodule(obj, name)

@@ -19,7 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import _records as records
+from .._archive_reader import open_archive
 from ..cli._output import format_size
+from ..errors import TorchpackError
 from .cache import ActionCache, toolchain_fingerprint
 from .graph import BuildGraph, TargetError, load_graph
 from .labels import Label, LabelError, parse_pattern
@@ -81,6 +84,17 @@ def _line(result: TargetResult, width: int) -> str:
     return f"{str(result.label):<{width}}  {digest}  {size:>9}  {state:<7}  {result.seconds:6.2f}s"
 
 
+def _optional_missing(output: Path) -> list[str]:
+    """The modules an export left out as optional and not installed, as its archive records them."""
+    try:
+        reader = open_archive(output)
+        if not reader.has_record(records.OPTIONAL_MISSING):
+            return []
+        return reader.read(records.OPTIONAL_MISSING).decode("utf-8", "replace").splitlines()
+    except (OSError, TorchpackError):
+        return []  # the build reported on the archive already; this note is only a summary
+
+
 def _result_json(result: TargetResult) -> dict[str, Any]:
     return {
         "label": str(result.label),
@@ -132,6 +146,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
             print(result.log.rstrip(), file=sys.stderr)
         if not args.json:
             print(_line(result, width), flush=True)
+            left_out = _optional_missing(result.output) if result.state in ("built", "cached") else []
+            if left_out:
+                summary = (
+                    f"{len(left_out)} optional modules are not installed and were left out"
+                    if len(left_out) > 1
+                    else "1 optional module is not installed and was left out"
+                )
+                print(f"  {summary}" + (":" if args.verbose else "; -v lists them"), flush=True)
+                for name in left_out if args.verbose else ():
+                    print(f"    {name}", flush=True)
 
     cache = ActionCache(workspace.out, workspace.root, toolchain_fingerprint())
     options = Options(jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose)

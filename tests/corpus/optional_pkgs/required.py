@@ -1,0 +1,3 @@
+"""An unconditional top-level import of a missing module: the module cannot import."""
+
+import torchpack_absent_required  # noqa: F401

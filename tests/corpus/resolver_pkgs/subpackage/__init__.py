@@ -1,0 +1,1 @@
+SUB_MARKER = "resolver_pkgs.subpackage"
