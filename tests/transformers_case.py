@@ -18,49 +18,35 @@ import sys
 import time
 from pathlib import Path
 
-#: Whole libraries interned: transformers, huggingface_hub and the pure-Python helpers they
-#: import at load (found with `torchpack plan`).
+# The pattern set is what `torchpack plan transformers_case:tiny_gpt2 --call` prints
+# (tests/test_plan.py checks that it still does).
+#: Installed pure Python: transformers, huggingface_hub and the helpers they import.
 INTERN = [
-    "transformers.**",
-    "huggingface_hub.**",
-    "tqdm.**",
-    "packaging.**",
-    "yaml.**",
-    "httpx2.**",
-    "httpcore2.**",
-    "anyio.**",
-    "h11.**",
-    "idna.**",
-    "certifi.**",
-    "sniffio.**",
-    "click.**",
+    "annotated_types.**", "anyio.**", "click.**", "h11.**", "httpcore2.**", "httpx2.**",
+    "huggingface_hub.**", "idna.**", "markdown_it.**", "mdurl.**", "packaging.**", "pydantic.**",
+    "pygments.**", "rich.**", "tqdm.**", "transformers.**", "truststore.**", "typing_inspection.**",
 ]
-#: Compiled dependencies, and the pure-Python ones torch itself requires (present wherever
-#: torch is; typing_extensions must be one copy, as it patches `typing` when imported).
+#: Distributions shipping compiled extensions, and the pure-Python ones torch itself requires
+#: (present wherever torch is; typing_extensions must be one copy, as it patches `typing`).
 EXTERN = [
-    "numpy.**",
-    "regex.**",
-    "safetensors.**",
-    "tokenizers.**",
-    "yaml._yaml",
-    "typing_extensions",
-    "filelock.**",
-    "fsspec.**",
-    "jinja2.**",
-    "markupsafe.**",
+    "filelock.**", "fsspec.**", "hf_xet.**", "jinja2.**", "numpy.**", "pydantic_core.**",
+    "regex.**", "safetensors.**", "tokenizers.**", "typing_extensions.**", "yaml.**",
 ]
-#: Imported at the top of modules that loading GPT-2 never runs (vision, audio, serving, rich
-#: output); absent from the load venv, and not installed here either for most of them.
+#: Not installed, imported at the top of modules that loading GPT-2 never runs (vision,
+#: audio, sentencepiece, HTTP/2, notebooks).
 MOCK = [
-    "PIL.**", "google.protobuf.**", "IPython.**", "sentencepiece", "torchaudio.**", "torchvision.**",
-    "pydantic.**", "rich.**", "pygments.**", "hf_xet.**", "truststore.**",
-    "h2.**", "socksio.**", "trio.**", "wsproto.**",
+    "IPython.**", "PIL.**", "google.**", "h2.**", "sentencepiece.**", "socksio.**",
+    "torchaudio.**", "torchvision.**", "trio.**", "wsproto.**",
 ]
-#: Interned distributions whose metadata packaged code reads (transformers checks versions).
-DISTRIBUTIONS = ["transformers", "huggingface_hub", "tqdm", "packaging", "pyyaml", "httpx2", "httpcore2", "anyio", "h11", "idna", "click"]
+#: Interned distributions whose metadata packaged code may read (transformers checks versions).
+DISTRIBUTIONS = [
+    "Pygments", "annotated-types", "anyio", "click", "h11", "httpcore2", "httpx2", "huggingface_hub",
+    "idna", "markdown-it-py", "mdurl", "packaging", "pydantic", "rich", "tqdm", "transformers",
+    "truststore", "typing-inspection",
+]
 #: What the load venv holds: torch (with its requirements), torchpack's dependencies and the
 #: compiled externs. Not transformers, not huggingface_hub.
-LOAD_VENV_DISTRIBUTIONS = ["torch", "blake3", "isal", "numpy", "regex", "safetensors", "tokenizers"]
+LOAD_VENV_DISTRIBUTIONS = ["torch", "blake3", "isal", "numpy", "regex", "safetensors", "tokenizers", "pyyaml"]
 
 CONFIG = dict(n_layer=2, n_embd=64, n_head=2, vocab_size=1000)
 
@@ -90,9 +76,9 @@ def export(archive: str, reference: str, intern=INTERN, extern=EXTERN, mock=MOCK
         torch.save(model(model_input()).logits, reference)
     started = time.perf_counter()
     with PackageExporter(archive) as exporter:
+        exporter.mock(mock)
         exporter.extern(extern)
         exporter.intern(intern)
-        exporter.mock(mock)
         exporter.save_pickle("model", "model.pkl", model)
         save_distribution_metadata(exporter, DISTRIBUTIONS)
         interned = len(exporter.interned_modules())

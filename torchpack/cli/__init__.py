@@ -32,6 +32,7 @@ _COMMANDS = {
     "verify": "verify",
     "diff": "diff",
     "query": "query",
+    "plan": "plan",
 }
 
 
