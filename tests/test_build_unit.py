@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from torchpack.build.action import _one_line
-from torchpack.build.cache import ActionCache, CacheRecord, file_digest
+from torchpack.build.cache import ActionCache, file_digest
 from torchpack.build.graph import TargetError, load_graph
 from torchpack.build.labels import Label, LabelError, Recursive, parse_label, parse_pattern
 from torchpack.build.runner import Progress, describe_differences, hermetic_env
@@ -293,7 +292,7 @@ def test_unknown_labels(tmp_path: Path) -> None:
 # -- cache -----------------------------------------------------------------------------------
 
 
-def test_cache_key_tracks_inputs_definition_and_deps(tmp_path: Path) -> None:
+def test_cache_key_tracks_inputs_definition_deps_and_distributions(tmp_path: Path) -> None:
     workspace = _workspace_with(tmp_path, "[a]\nseed = 1\n[b]\nseed = 2\n")
     targets = parse_build_file(workspace.root, "proj")
     cache = ActionCache(workspace.out, workspace.root, toolchain="t1")
@@ -301,35 +300,39 @@ def test_cache_key_tracks_inputs_definition_and_deps(tmp_path: Path) -> None:
     output = write(workspace.out / "proj" / "a.pt", "archive")
     inputs = cache.digest_inputs(["proj/mod.py"])
     assert inputs == {"proj/mod.py": file_digest(source)}
-    key = cache.key(targets["a"], inputs, {})
-    stat = output.stat()
-    cache.store(targets["a"].label, CacheRecord(key, inputs, file_digest(output), stat.st_size, stat.st_mtime_ns, 1.0))
+    key = cache.key(targets["a"], inputs, {}, {"torch": "1"})
+    cache.store(targets["a"], {}, ["proj/mod.py"], ["torch"], output, file_digest(output), output.stat().st_size, 1.0)
 
     assert cache.lookup(targets["a"], {}, output) is not None
     assert cache.lookup(targets["b"], {}, output) is None  # no record for b
-    assert cache.key(targets["b"], inputs, {}) != key  # another definition
-    assert cache.key(targets["a"], inputs, {Label("x", "x"): "d"}) != key  # deps' digests
+    assert cache.key(targets["b"], inputs, {}, {"torch": "1"}) != key  # another definition
+    assert cache.key(targets["a"], inputs, {Label("x", "x"): "d"}, {"torch": "1"}) != key  # deps' digests
+    assert cache.key(targets["a"], inputs, {}, {"torch": "2"}) != key  # a used distribution's version
     assert ActionCache(workspace.out, workspace.root, toolchain="t2").lookup(targets["a"], {}, output) is None
     source.write_text("x = 2\n")
     assert cache.lookup(targets["a"], {}, output) is None  # an input changed
     source.write_text("x = 1\n")
     assert cache.lookup(targets["a"], {}, output) is not None
-    output.write_text("tamperd")  # same size, another mtime: hashed, and not the recorded archive
-    os.utime(output, ns=(stat.st_mtime_ns + 10**9, stat.st_mtime_ns + 10**9))
-    assert cache.lookup(targets["a"], {}, output) is None
+    # Another archive in place of the output: the stored one is restored.
+    output.unlink()
+    write(output, "tampered")
+    assert cache.lookup(targets["a"], {}, output) is not None and output.read_text() == "archive"
     source.unlink()
     assert cache.digest_inputs(["proj/mod.py"]) is None
     cache.forget(targets["a"].label)
-    assert cache.previous(targets["a"].label) is None
+    assert cache.records(targets["a"].label) == []
+    assert list(cache.blobs.iterdir()) == []  # nothing refers to the stored archive any more
 
 
 def test_corrupt_cache_record_is_a_miss(tmp_path: Path) -> None:
     workspace = _workspace_with(tmp_path, "[a]\n")
     cache = ActionCache(workspace.out, workspace.root, toolchain="t")
     target = parse_build_file(workspace.root, "proj")["a"]
-    cache.store(target.label, CacheRecord("k", {}, "d", 1, 0, 0.0))
-    next(cache.folder.glob("*.json")).write_text("{not json")
-    assert cache.previous(target.label) is None
+    output = write(workspace.out / "proj" / "a.pt", "archive")
+    cache.store(target, {}, [], [], output, file_digest(output), output.stat().st_size, 0.0)
+    assert cache.lookup(target, {}, output) is not None
+    next(cache.actions.glob("*/*-*.json")).write_text("{not json")
+    assert cache.records(target.label) == [] and cache.lookup(target, {}, output) is None
 
 
 # -- runner pieces ---------------------------------------------------------------------------

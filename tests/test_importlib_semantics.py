@@ -385,3 +385,16 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout == "ok\n", result.stderr[-2000:]
+
+
+def test_resource_read_text_takes_errors_as_pathlib_does():
+    """Python 3.13's ``importlib.resources.read_text(anchor, name, errors=...)`` passes it on."""
+    buffer = io.BytesIO()
+    with PackageExporter(buffer) as exporter:
+        exporter.save_binary("blobs", "latin.txt", "café".encode("latin-1"))
+    importer = PackageImporter(io.BytesIO(buffer.getvalue()))
+    path = importer.get_resource_reader("blobs").files() / "latin.txt"
+    assert path.read_text(errors="replace") == "caf\ufffd"
+    assert path.read_text(encoding="latin-1") == "café"
+    with pytest.raises(UnicodeDecodeError):
+        path.read_text()

@@ -9,6 +9,8 @@ import json
 import os
 import platform
 import shutil
+import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -116,6 +118,23 @@ def test_extern_version_change_warns_with_both_versions_and_errors_when_strict(t
 
     with pytest.raises(ExternVersionError, match=r"'networkx' was 1\.0\.fake at export but is .* here"):
         PackageImporter(older, strict_versions=True)
+
+
+def test_version_warning_points_at_the_callers_line_once_per_archive(tmp_path: Path) -> None:
+    path = tmp_path / "graph.pt"
+    with PackageExporter(path) as exporter:
+        exporter.extern("networkx.**")
+        exporter.save_source_string("uses_nx", "import networkx\n")
+    older = tmp_path / "older-once.pt"
+    older.write_bytes(_with_recorded_versions(path.read_bytes(), {"networkx": "1.0.once", "torch": "0.0.once"}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        PackageImporter(older)
+        PackageImporter(older)  # the same archive again: nothing new to say
+    assert [w.category for w in caught] == [ExternVersionWarning, ExternVersionWarning]
+    assert {(w.filename, w.lineno) for w in caught} == {(__file__, line)}
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["networkx", "torch"]
 
 
 def test_extern_distribution_missing_here_is_reported(tmp_path: Path) -> None:

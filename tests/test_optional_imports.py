@@ -116,7 +116,8 @@ def test_torch_package_loads_the_archive_and_exports_the_same_module():
     with torch_package.PackageExporter(buf) as exporter:
         exporter.intern("optional_pkgs.**")
         exporter.save_module("optional_pkgs.guarded")
-    assert torch_package.PackageImporter(io.BytesIO(buf.getvalue())).import_module("optional_pkgs.guarded").value() == 42
+    reloaded = torch_package.PackageImporter(io.BytesIO(buf.getvalue())).import_module("optional_pkgs.guarded")
+    assert reloaded.value() == 42
 
 
 def test_unconditional_top_level_import_of_a_missing_module_still_fails():
@@ -136,6 +137,16 @@ def test_a_module_also_imported_unconditionally_is_not_optional():
     assert "torchpack_absent_try" not in exporter.optional_missing_modules()
     with pytest.raises(PackagingError, match="torchpack_absent_try"):
         exporter.close()
+
+
+def test_an_explicit_extern_keeps_a_missing_optional_module_for_the_loading_environment():
+    buf = io.BytesIO()
+    with PackageExporter(buf) as exporter:
+        exporter.intern("optional_pkgs.**")
+        exporter.extern("torchpack_absent_deferred")
+        exporter.save_module("optional_pkgs.guarded")
+        assert "torchpack_absent_deferred" in exporter.externed_modules()
+        assert exporter.optional_missing_modules() == [m for m in LEFT_OUT if m != "torchpack_absent_deferred"]
 
 
 def test_installed_optional_modules_are_resolved_as_before_and_no_record_is_written():

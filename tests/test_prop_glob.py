@@ -28,6 +28,7 @@ from strategies import (
     invalid_glob_patterns,
 )
 from torchpack import GlobGroup
+from torchpack._globbing import pattern_specificity
 
 SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -273,3 +274,28 @@ def test_same_as_torch_package_on_arbitrary_strings(sep, include, exclude, candi
     g = GlobGroup(include, exclude=exclude, separator=sep)
     for c in candidates:
         assert g.matches(c) is ref.matches(c), (include, exclude, c)
+
+
+@SETTINGS
+@given(case=group_cases())
+@example(case=(["t.**", "t.models.gpt2.**"], [], "t.models.gpt2.modeling", "."))
+@example(case=(["t.models.gpt2.**"], ["t.models.gpt2.tests.**"], "t.models.gpt2.tests.x", "."))
+@example(case=(["a.*.c", "a.b"], [], "a.b", "."))
+def test_specificity_is_given_exactly_for_matches(case):
+    """``specificity`` is the rank of the narrowest matching include, None when no match."""
+    include, exclude, candidate, separator = case
+    group = GlobGroup(include, exclude=exclude, separator=separator)
+    rank = group.specificity(candidate)
+    assert (rank is not None) is group.matches(candidate)
+    if rank is not None:
+        matching = [p for p in include if model_group([p], exclude, candidate, separator)]
+        assert rank == max(pattern_specificity(p, separator) for p in matching)
+        literal, exact = rank
+        assert 0 <= literal <= len(candidate.split(separator))
+        assert not exact or literal == len(candidate.split(separator))
+
+
+def test_narrower_patterns_rank_higher():
+    ranks = [pattern_specificity(p) for p in ("**", "t.**", "t.*.gpt2", "t.models.**", "t.models", "t.models.gpt2.**")]
+    assert ranks == sorted(ranks)
+    assert pattern_specificity("t.models") > pattern_specificity("t.models.**")

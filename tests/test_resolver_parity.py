@@ -100,19 +100,10 @@ def test_real_transformers_submodule_is_found_after_transformers_repoints_its_sp
 # -- section 4: the importer chain -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("lib_name", LIBS)
-def test_ordered_importer_falls_through_to_the_importer_that_has_the_object(lib_name):
-    lib = LIBS[lib_name]
-    # importer1 has its own resolver_pkgs.thing.Thing, a different class from the environment's.
-    first = lib.PackageImporter(io.BytesIO(export(lib, lambda pe: (pe.intern("resolver_pkgs.**"), pe.save_module("resolver_pkgs.thing")))))
-    assert first.import_module("resolver_pkgs.thing").Thing is not Thing
-    data = export_with_importers(lib, [first, lib.sys_importer], Thing(5))
-    loaded = lib.PackageImporter(io.BytesIO(data)).load_pickle("obj", "obj.pkl")
-    assert loaded.value == 5 and type(loaded).__name__ == "Thing"
-    # And the package's object, through the same chain in the other order of preference.
-    packaged = first.import_module("resolver_pkgs.thing").Thing(6)
-    data = export_with_importers(lib, [lib.sys_importer, first], packaged)
-    assert lib.PackageImporter(io.BytesIO(data)).load_pickle("obj", "obj.pkl").value == 6
+def package_with_thing(lib):
+    """An importer over an archive holding its own resolver_pkgs.thing.Thing class."""
+    data = export(lib, lambda pe: (pe.intern("resolver_pkgs.**"), pe.save_module("resolver_pkgs.thing")))
+    return lib.PackageImporter(io.BytesIO(data))
 
 
 def export_with_importers(lib, importers, obj) -> bytes:
@@ -123,16 +114,28 @@ def export_with_importers(lib, importers, obj) -> bytes:
     return buf.getvalue()
 
 
-def test_ordered_importer_raises_when_no_importer_has_the_object():
-    def package():
-        return torchpack.PackageImporter(io.BytesIO(export(torchpack, lambda pe: (pe.intern("resolver_pkgs.**"), pe.save_module("resolver_pkgs.thing")))))
+@pytest.mark.parametrize("lib_name", LIBS)
+def test_ordered_importer_falls_through_to_the_importer_that_has_the_object(lib_name):
+    lib = LIBS[lib_name]
+    first = package_with_thing(lib)  # knows another Thing than the environment's
+    assert first.import_module("resolver_pkgs.thing").Thing is not Thing
+    data = export_with_importers(lib, [first, lib.sys_importer], Thing(5))
+    loaded = lib.PackageImporter(io.BytesIO(data)).load_pickle("obj", "obj.pkl")
+    assert loaded.value == 5 and type(loaded).__name__ == "Thing"
+    # And the package's object, through the same chain in the other order of preference.
+    packaged = first.import_module("resolver_pkgs.thing").Thing(6)
+    data = export_with_importers(lib, [lib.sys_importer, first], packaged)
+    assert lib.PackageImporter(io.BytesIO(data)).load_pickle("obj", "obj.pkl").value == 6
 
-    stranger = package().import_module("resolver_pkgs.thing").Thing(1)
+
+def test_ordered_importer_raises_when_no_importer_has_the_object():
+    # A Thing from a third package: neither the chain's package nor the environment has it.
+    stranger = package_with_thing(torchpack).import_module("resolver_pkgs.thing").Thing(1)
     with pytest.raises(torchpack.ObjMismatchError, match="different object"):
-        export_with_importers(torchpack, [package(), sys_importer], stranger)
-    with pytest.raises((pickle.PicklingError, torch_package.importer.ObjNotFoundError, torch_package.importer.ObjMismatchError)):
-        torch_first = torch_package.PackageImporter(io.BytesIO(export(torch_package, lambda pe: (pe.intern("resolver_pkgs.**"), pe.save_module("resolver_pkgs.thing")))))
-        export_with_importers(torch_package, [torch_first, torch_package.sys_importer], stranger)
+        export_with_importers(torchpack, [package_with_thing(torchpack), sys_importer], stranger)
+    torch_errors = (pickle.PicklingError, torch_package.importer.ObjNotFoundError, torch_package.importer.ObjMismatchError)
+    with pytest.raises(torch_errors):
+        export_with_importers(torch_package, [package_with_thing(torch_package), torch_package.sys_importer], stranger)
 
 
 def save_extern_submodule_user(exporter):

@@ -16,7 +16,7 @@ import platform
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Literal, Union
 
 from . import _records as records
 from ._archive_writer import ArchiveWriter
@@ -27,7 +27,7 @@ from ._integrity import remember_written
 from ._mock_source import MOCK_SUPPORT_MODULE, MOCK_SUPPORT_SOURCE, MOCKED_MODULE_SOURCE
 from ._pickling import pickle_object
 from ._resolution import DependencyGraph, ModuleAction, ModuleNode, clear_spec_memo, locate_module, module_exists
-from ._source_scan import shared_scan_cache
+from ._source_scan import ImportReference, shared_scan_cache
 from ._stdlib import is_stdlib_module
 from ._storage import (
     PLAIN_TYPES,
@@ -42,6 +42,12 @@ from ._torchscript import TorchScriptWriter, script_module_storages
 from .errors import BrokenModule, BrokenReason, EmptyMatchError, PackagingError, TorchpackError
 from .importer import PACKAGE_IMPORTER_MODULE, Importer, OrderedImporter, sys_importer
 
+#: Which pattern decides a module that several match: the first declared (torch.package's
+#: rule, the default), or the most specific ("deny" first, then the pattern with the most
+#: literal leading segments, then declaration order), which BUILD.toml targets use so that
+#: ``intern = "a.b.**"`` carves a subtree out of ``extern = "a.**"`` whatever the key order.
+PatternPrecedence = Literal["first-declared", "most-specific"]
+
 #: ``hook(exporter, module_name)``, called at close for each module of one action.
 ActionHook = Callable[["PackageExporter", str], None]  # the exporter, then the module name
 
@@ -51,6 +57,11 @@ class _PatternRule:
     action: ModuleAction
     allow_empty: bool
     was_matched: bool = False
+
+
+def _dot_positions(name: str) -> list[int]:
+    """Where each parent of ``name`` ends: ``a.b.c`` -> the ends of ``a`` and ``a.b``."""
+    return [index for index, char in enumerate(name) if char == "."]
 
 
 def _resource_path(package: str, resource: str) -> str:
@@ -74,7 +85,12 @@ class PackageExporter:
         f: Union[str, os.PathLike, BinaryIO],
         importer: Union[Importer, Sequence[Importer]] = sys_importer,
         debug: bool = False,
+        *,
+        pattern_precedence: PatternPrecedence = "first-declared",
     ) -> None:
+        if pattern_precedence not in ("first-declared", "most-specific"):
+            raise ValueError(f"pattern_precedence must be 'first-declared' or 'most-specific', not {pattern_precedence!r}")
+        self._most_specific_wins = pattern_precedence == "most-specific"
         if isinstance(importer, Importer):
             self.importer = importer
         elif isinstance(importer, collections.abc.Sequence):
@@ -89,6 +105,8 @@ class PackageExporter:
         self._intern_hooks: dict[int, ActionHook] = {}
         self._unique_ids = 0
         self._read_files: set[str] = set()
+        # Modules depended on only as the parent package of another (see externed_modules).
+        self._parents_only: set[str] = set()
         # Modules imported only at guarded or deferred sites and not installed here; the
         # package is written without them (see optional_missing_modules).
         self._optional_missing: dict[str, None] = {}
@@ -148,6 +166,7 @@ class PackageExporter:
     def add_dependency(self, module_name: str, dependencies: bool = True) -> None:
         """Resolve ``module_name`` against the actions and, if interned, its own imports."""
         graph = self.dependency_graph
+        self._parents_only.discard(module_name)  # needed in its own right
         if module_name in graph.nodes and graph.nodes[module_name].provided:
             return
         node = graph.node(module_name)
@@ -160,17 +179,34 @@ class PackageExporter:
         if self._is_implicit_extern(module_name):
             node.action, node.provided = ModuleAction.EXTERN, True
             return
-        for pattern, rule in self.patterns.items():
-            if pattern.matches(module_name):
-                rule.was_matched = True
-                if rule.action is ModuleAction.INTERN:
-                    self._add_interned(module_name, dependencies)
-                else:
-                    node.action, node.provided = rule.action, True
-                    if rule.action is ModuleAction.DENY:
-                        node.broken = BrokenReason.DENIED
-                return
-        node.broken = BrokenReason.NO_ACTION
+        rule = self._deciding_rule(module_name)
+        if rule is None:
+            node.broken = BrokenReason.NO_ACTION
+            return
+        rule.was_matched = True
+        if rule.action is ModuleAction.INTERN:
+            self._add_interned(module_name, dependencies)
+        else:
+            node.action, node.provided = rule.action, True
+            if rule.action is ModuleAction.DENY:
+                node.broken = BrokenReason.DENIED
+
+    def _deciding_rule(self, module_name: str) -> _PatternRule | None:
+        """The rule whose action ``module_name`` takes (see :data:`PatternPrecedence`)."""
+        if not self._most_specific_wins:
+            for pattern, rule in self.patterns.items():
+                if pattern.matches(module_name):
+                    return rule
+            return None
+        best: tuple[tuple[bool, int, bool], _PatternRule] | None = None
+        for pattern, rule in self.patterns.items():  # declaration order: the first of equals wins
+            specificity = pattern.specificity(module_name)
+            if specificity is None:
+                continue
+            rank = (rule.action is ModuleAction.DENY, *specificity)
+            if best is None or rank > best[0]:
+                best = (rank, rule)
+        return None if best is None else best[1]
 
     def _add_interned(self, module_name: str, dependencies: bool) -> None:
         node = self.dependency_graph.node(module_name)
@@ -199,11 +235,7 @@ class PackageExporter:
             node.broken, node.context = BrokenReason.DEPENDENCY_RESOLUTION_FAILED, str(error)
             return
         for reference in references:
-            if reference.optional and not self._is_known_module(reference.module):
-                # Imported under a guard or in a function, and not installed: the code imports
-                # without it here, and so will the package (torch.package drops every import
-                # it cannot resolve; unguarded top-level ones still fail below, as they would at load).
-                self._optional_missing[reference.module] = None
+            if self._left_out_as_optional(reference):
                 continue
             if reference.name is not None:
                 submodule = f"{reference.module}.{reference.name}"
@@ -213,18 +245,46 @@ class PackageExporter:
             self._depend(node.name, reference.module)
             self._depend_on_ancestors(node.name, reference.module)
 
+    def _left_out_as_optional(self, reference: ImportReference) -> bool:
+        """Whether ``reference`` is to a module that is not installed and that the code can do
+        without: it is imported under a guard or in a function, so the module imports here
+        without it, and so will the package. An explicit extern keeps it (the loading
+        environment may have it); unguarded top-level imports still fail, as they would at
+        load (torch.package drops every import it cannot resolve)."""
+        if not reference.optional or self._is_known_module(reference.module):
+            return False
+        if self._first_action(reference.module) is ModuleAction.EXTERN:
+            return False
+        self._optional_missing[reference.module] = None
+        return True
+
     def _depend_on_ancestors(self, user: str, module_name: str) -> None:
         """Depend on the parent packages of ``module_name``: importing a.b.c runs a and a.b.
 
         torch.package skips them, so a parent's ``__init__`` goes missing from the package.
-        A parent that no pattern mentions stays out, as there: the importer then provides
-        an empty package for its folder, which keeps torch.package-era export code working.
+        Extern parents are listed (code that runs ``import numpy.linalg`` uses ``numpy``
+        too). Packaged parents are taken from the top down, stopping below the first parent
+        that is not packaged (extern, or no pattern mentions it): below that point the code
+        is part of a library the package holds only partly, as with
+        ``intern("t.models.gpt2.**")`` plus ``extern("t.**")``, whose own ``__init__`` files
+        expect the whole library around them. The importer then provides empty packages
+        for those folders, as torch.package does.
         """
         parts = module_name.split(".")
+        packaged_from_the_top = True
         for depth in range(1, len(parts)):
             ancestor = ".".join(parts[:depth])
-            if self._is_implicit_extern(ancestor) or any(p.matches(ancestor) for p in self.patterns):
-                self._depend(user, ancestor)
+            if self._is_implicit_extern(ancestor):
+                action: ModuleAction | None = ModuleAction.EXTERN
+            else:
+                rule = self._deciding_rule(ancestor)
+                action = None if rule is None else rule.action
+            if action is ModuleAction.EXTERN:
+                self._depend(user, ancestor, as_parent=True)
+            if action is None or action is ModuleAction.EXTERN:
+                packaged_from_the_top = False
+            elif packaged_from_the_top:
+                self._depend(user, ancestor, as_parent=True)
 
     def _is_known_module(self, name: str) -> bool:
         node = self.dependency_graph.nodes.get(name)
@@ -232,11 +292,14 @@ class PackageExporter:
             return True
         return module_exists(self.importer, name)
 
-    def _depend(self, user: str, module_name: str) -> None:
+    def _depend(self, user: str, module_name: str, *, as_parent: bool = False) -> None:
         if user == module_name:
             return
+        parent_so_far = module_name not in self.dependency_graph.nodes or module_name in self._parents_only
         self.dependency_graph.add_edge(user, module_name)
         self.add_dependency(module_name)
+        if as_parent and parent_so_far:
+            self._parents_only.add(module_name)
 
     # -- saving -----------------------------------------------------------------------------
 
@@ -312,10 +375,8 @@ class PackageExporter:
     def _first_action(self, module_name: str) -> ModuleAction | None:
         if self._is_implicit_extern(module_name):
             return None
-        for pattern, rule in self.patterns.items():
-            if pattern.matches(module_name):
-                return rule.action
-        return None
+        rule = self._deciding_rule(module_name)
+        return None if rule is None else rule.action
 
     def _persistent_id(self, obj: Any) -> Any:
         kind = type(obj)
@@ -378,7 +439,18 @@ class PackageExporter:
         )
 
     def externed_modules(self) -> list[str]:
-        return self._modules_with_action(ModuleAction.EXTERN)
+        """The extern modules, less those needed only as the parent of a packaged module.
+
+        Listing ``t`` extern above an interned ``t.models.gpt2`` would make an archive that
+        torch.package refuses; the importer gives the folder an empty package instead.
+        """
+        packaged = (*self._modules_with_action(ModuleAction.INTERN), *self._modules_with_action(ModuleAction.MOCK))
+        above_packaged = {name[:end] for name in packaged for end in _dot_positions(name)}
+        return [
+            name
+            for name in self._modules_with_action(ModuleAction.EXTERN)
+            if not (name in self._parents_only and name in above_packaged)
+        ]
 
     def interned_modules(self) -> list[str]:
         return self._modules_with_action(ModuleAction.INTERN)

@@ -39,6 +39,21 @@ def compile_glob(pattern: str, separator: str = ".") -> re.Pattern[str]:
     return re.compile("".join(pieces), re.DOTALL)
 
 
+def pattern_specificity(pattern: str, separator: str = ".") -> tuple[int, bool]:
+    """``(literal leading segments, no wildcard at all)``: larger names a narrower set.
+
+    ``a.b.**`` -> ``(2, False)``, ``a.b`` -> ``(2, True)``, ``a.*.c`` -> ``(1, False)``: an exact
+    name beats a glob with the same literal prefix, and a deeper prefix beats a shallower one.
+    """
+    segments = pattern.split(separator)
+    literal = 0
+    for segment in segments:
+        if "*" in segment:
+            return literal, False
+        literal += 1
+    return literal, True
+
+
 def _as_list(patterns: GlobPattern) -> list[str]:
     return [patterns] if isinstance(patterns, str) else list(patterns)
 
@@ -57,12 +72,24 @@ class GlobGroup:
         self.include = [compile_glob(p, separator) for p in self._include_patterns]
         self.exclude = [compile_glob(p, separator) for p in self._exclude_patterns]
         self._repr = f"GlobGroup(include={self._include_patterns}, exclude={self._exclude_patterns})"
+        self._include_ranks = [pattern_specificity(p, separator) for p in self._include_patterns]
 
     def __str__(self) -> str:
         return self._repr
 
     def __repr__(self) -> str:
         return self._repr
+
+    def specificity(self, candidate: str) -> tuple[int, bool] | None:
+        """How specifically this group names ``candidate``: the :func:`pattern_specificity` of
+        its most specific include pattern that matches, or ``None`` when the group does not."""
+        from ._mangling import demangle
+
+        prefixed = self.separator + demangle(candidate)
+        if any(p.fullmatch(prefixed) for p in self.exclude):
+            return None
+        ranks = [rank for p, rank in zip(self.include, self._include_ranks) if p.fullmatch(prefixed)]
+        return max(ranks) if ranks else None
 
     def matches(self, candidate: str) -> bool:
         # Strip any mangling first so a module of a loaded package matches its original name.

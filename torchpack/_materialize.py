@@ -82,17 +82,19 @@ def _wanted_records(names: Iterable[str], spec: MaterializeSpec) -> list[str]:
 def _manifest(
     reader: ArchiveReader | CheckedReader, integrity: IntegrityRecord | None, names: list[str]
 ) -> tuple[str, dict[str, list]]:
-    """(algorithm, record -> [size, digest]); from the integrity record when there is one, so
-    that a view already on disk is found without reading the archive."""
-    if integrity is not None:
-        return integrity.algorithm, {name: [integrity.records[name].size, integrity.records[name].digest] for name in names}
-    # A torch.package archive: its records are read (CRC-checked) and hashed here.
-    hash_bytes = digest_module.HEX_DIGESTS[digest_module.WRITTEN]
+    """(algorithm, record -> [size, digest]); from the integrity record where it lists the
+    record, so that a view already on disk is found without reading the archive."""
+    algorithm = integrity.algorithm if integrity is not None else digest_module.WRITTEN
+    hash_bytes = digest_module.HEX_DIGESTS[algorithm]
     listed = {}
     for name in names:
-        data = reader.read(name)
-        listed[name] = [len(data), hash_bytes(data)]
-    return digest_module.WRITTEN, listed
+        expected = integrity.records.get(name) if integrity is not None else None
+        if expected is not None:
+            listed[name] = [expected.size, expected.digest]
+        else:  # a torch.package archive (or a record it does not list): read (CRC-checked) and hashed here
+            data = reader.read(name)
+            listed[name] = [len(data), hash_bytes(data)]
+    return algorithm, listed
 
 
 def _views_folder() -> Path:

@@ -22,7 +22,6 @@ import os
 import pickle
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterable
 from importlib.util import module_from_spec
 from types import ModuleType
@@ -36,7 +35,7 @@ from . import _records as records
 from ._archive_reader import ArchiveReader, ArchiveSource, MmapMode, open_archive
 from ._gc import collector_paused
 from ._importlib_facade import FACADE_MODULES, make_facades
-from ._integrity import CheckedReader, extern_version_mismatches, read_integrity
+from ._integrity import CheckedReader, extern_version_mismatches, parse_integrity, read_integrity
 from ._distributions import add_metadata_facade, saved_distributions
 from ._mangling import PackageMangler, demangle
 from ._materialize import MaterializedView, MaterializeSpec, add_view_facade, materialize as materialize_view
@@ -55,6 +54,8 @@ from ._torchscript import (
     shared_storage,
 )
 from ._restricted import GlobalPolicy
+from ._signing import PublicKeySource, check_signature, signature_path
+from ._user_warnings import warn_once
 from .errors import ArchiveFormatError, ExternVersionError, ExternVersionWarning, RecordNotFoundError
 from .file_structure_representation import Directory, directory_from_records
 from ._resolution import module_exists
@@ -111,6 +112,13 @@ class PackageImporter(Importer):
     globs such as ``"transformers.**"``) extracts those modules' files into torchpack's cache
     and points their ``__file__`` and ``__path__`` there, for libraries that list or open
     their own files (see :mod:`torchpack._materialize`).
+
+    ``trusted_keys`` (Ed25519 public keys: key objects, key file contents as bytes, or key
+    file paths) makes the archive load only if one of them signed it (``torchpack sign``):
+    the signature (``signature``, or by default the ``ARCHIVE.sig`` file next to a file
+    archive) is checked before any record but the integrity record is read, and every
+    other record must then be listed in the integrity record and match its digest. An
+    unsigned or wrongly signed archive gets a :class:`SignatureError`.
     """
 
     modules: dict[str, Any]
@@ -129,13 +137,22 @@ class PackageImporter(Importer):
         allowed_globals: Iterable[str] = (),
         strict_versions: bool = False,
         materialize: MaterializeSpec = False,
+        trusted_keys: Iterable[PublicKeySource] | None = None,
+        signature: bytes | None = None,
     ) -> None:
         if integrity not in ("on-use", "eager", "trust-mapped"):
             raise ValueError(f"integrity must be 'on-use', 'eager' or 'trust-mapped', not {integrity!r}")
         reader = open_archive(file_or_buffer, use_mmap=mmap)
         is_path = isinstance(file_or_buffer, (str, os.PathLike))
         self.filename = os.fspath(file_or_buffer) if is_path else "<binary>"
-        self.integrity_record = read_integrity(reader)
+        if trusted_keys is None:
+            self.integrity_record = read_integrity(reader)
+        else:
+            # Nothing but the integrity record is read before the signature vouches for it;
+            # CheckedReader below then refuses any record it does not list.
+            sidecar = signature_path(file_or_buffer) if is_path else None
+            signed_integrity, _ = check_signature(reader, trusted_keys, signature=signature, sidecar=sidecar)
+            self.integrity_record = parse_integrity(signed_integrity, reader.name)
         if self.integrity_record is None:
             self.zip_reader: ArchiveReader | CheckedReader = reader
         else:
@@ -201,7 +218,7 @@ class PackageImporter(Importer):
         """Modules the exporter left out as optional and not installed; read when first needed."""
         if not self.zip_reader.has_record(records.OPTIONAL_MISSING):
             return []
-        return self.zip_reader.read(records.OPTIONAL_MISSING).decode("utf-8").splitlines()
+        return self.zip_reader.read(records.OPTIONAL_MISSING).decode("utf-8", "replace").splitlines()
 
     def _check_extern_versions(self, strict: bool) -> None:
         if self.integrity_record is None:
@@ -209,10 +226,16 @@ class PackageImporter(Importer):
         mismatches = extern_version_mismatches(self.integrity_record)
         if not mismatches:
             return
-        message = f"{self.filename}: " + "; ".join(mismatch.describe() for mismatch in mismatches)
         if strict:
+            message = f"{self.filename}: " + "; ".join(mismatch.describe() for mismatch in mismatches)
             raise ExternVersionError(message)
-        warnings.warn(message, ExternVersionWarning, stacklevel=3)
+        # Once per archive and distribution, however many importers open the same archive.
+        serialization_id = (
+            self.zip_reader.read(records.SERIALIZATION_ID) if self.zip_reader.has_record(records.SERIALIZATION_ID) else b""
+        )
+        archive = (self.filename, serialization_id)
+        for mismatch in mismatches:
+            warn_once((archive, mismatch), f"{self.filename}: {mismatch.describe()}", ExternVersionWarning)
 
     def _extern_module_names(self) -> list[str]:
         if not self.zip_reader.has_record(records.EXTERN_MODULES):
@@ -277,7 +300,24 @@ class PackageImporter(Importer):
         return self._is_extern(name) and module_exists(sys_importer, name)
 
     def _is_extern(self, name: str) -> bool:
-        return name in self._extern_parents or any(a in self._extern_set for a in (*_ancestors(name), name))
+        """Whether ``name`` comes from the environment rather than from the archive.
+
+        The nearest of ``name`` and its ancestors that the archive either holds source for or
+        lists as extern decides, so a module whose source is in the archive always runs from
+        the archive: an interned ``t.models.gpt2`` under an extern ``t`` must never quietly
+        become the installed ``t.models.gpt2``. Folders without an ``__init__.py`` decide
+        nothing. Parents of extern modules that the archive does not mention come from
+        :meth:`_place_extern_parents`.
+        """
+        candidate = name
+        while candidate:
+            entry = self._index.get(candidate)
+            if entry is not None and entry.filename is not None:
+                return False
+            if candidate in self._extern_set:
+                return True
+            candidate = candidate.rpartition(".")[0]
+        return name in self._extern_parents
 
     # -- resources --------------------------------------------------------------------------
 

@@ -107,8 +107,10 @@ class ArchivePath(Traversable):
         with self.open("rb") as handle:
             return handle.read()
 
-    def read_text(self, encoding: str | None = None) -> str:
-        with self.open("r", encoding=encoding or "utf-8") as handle:
+    def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
+        # `errors`: Python 3.13's functional importlib.resources API (read_text(anchor, name,
+        # errors=...)) passes it, as pathlib.Path.read_text accepts it.
+        with self.open("r", encoding=encoding or "utf-8", errors=errors) as handle:
             return handle.read()
 
 

@@ -2,7 +2,9 @@
 
 Recognises ``import a.b``, ``from a.b import c`` (absolute and relative), and the dynamic
 forms whose arguments are constants: ``__import__("a", fromlist=[...], level=...)`` and
-``importlib.import_module("a.b")`` / ``import_module(".b", package="a")``. The AST is walked
+``importlib.import_module("a.b")`` / ``import_module(".b", package="a")``. Each import comes
+with its :class:`ImportSite` (top level, guarded, or deferred into a function), which tells
+the exporter whether the module can do without it. The AST is walked
 iteratively (``ast.walk``), so deeply nested code cannot exhaust the recursion limit.
 Results are cached per source digest, in memory and on disk (:mod:`._disk_cache`):
 re-exporting the same library parses it once.
@@ -109,9 +111,11 @@ _IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "
 _NESTED_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _CONDITIONALS = (ast.If, ast.Match)
+#: ``try`` statements; ``try``/``except*`` (Python 3.11) catches like ``try``/``except``.
+_TRIES = (ast.Try, ast.TryStar) if hasattr(ast, "TryStar") else (ast.Try,)
 
 
-def _catches_import_error(statement: ast.Try) -> bool:
+def _catches_import_error(statement: ast.stmt) -> bool:
     for handler in statement.handlers:
         caught = handler.type
         for name in caught.elts if isinstance(caught, ast.Tuple) else [caught]:
@@ -135,7 +139,9 @@ def _statements(tree: ast.AST) -> list[tuple[ast.stmt, ImportSite]]:
         # min(): a site never gets surer further in (a guarded block in a function is deferred).
         if isinstance(statement, _FUNCTIONS):
             body_site = ImportSite.DEFERRED
-        elif isinstance(statement, _CONDITIONALS) or (isinstance(statement, ast.Try) and _catches_import_error(statement)):
+        elif isinstance(statement, _CONDITIONALS) or (
+            isinstance(statement, _TRIES) and _catches_import_error(statement)
+        ):
             body_site = min(site, ImportSite.GUARDED)
         else:
             body_site = site
@@ -209,7 +215,8 @@ class ScanCache:
             cached = self._from_disk(key)
         if cached is None:
             cached = tuple(scan_source(source, package, filename))
-            disk_cache.store(disk_cache.IMPORTS, key, json.dumps([[r.module, r.name, int(r.site)] for r in cached]).encode())
+            rows = [[r.module, r.name, int(r.site)] for r in cached]
+            disk_cache.store(disk_cache.IMPORTS, key, json.dumps(rows).encode())
         with self._lock:
             self._results[key] = cached
         return list(cached)

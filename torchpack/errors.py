@@ -33,6 +33,18 @@ class IntegrityError(ArchiveFormatError):
     """A record's bytes do not match the digest or size the archive recorded for it."""
 
 
+class SignatureError(IntegrityError):
+    """The archive is unsigned, or its signature is malformed or not by a trusted key."""
+
+
+class SigningKeyError(TorchpackError, ValueError):
+    """A signing or trusted key cannot be read as an Ed25519 key."""
+
+
+class SigningUnavailableError(TorchpackError, ImportError):
+    """Signing or checking signatures needs ``cryptography`` (``pip install 'torchpack[sign]'``)."""
+
+
 class RestrictedLoadError(TorchpackError, RuntimeError):
     """Restricted loading refused a pickle global outside the allow-list."""
 

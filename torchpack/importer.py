@@ -142,7 +142,7 @@ class OrderedImporter(Importer):
                 continue
         if first_mismatch is not None:
             raise first_mismatch
-        raise ObjNotFoundError(f"{obj} was not found under the name {name or getattr(obj, '__qualname__', '?')!r} through any of {len(self._importers)} importers")
+        raise ObjNotFoundError(f"{obj} was not found through any of the {len(self._importers)} importers")
 
     def whichmodule(self, obj: Any, name: str) -> str:
         for importer in self._importers:

@@ -13,6 +13,11 @@ the workspace as working directory, so that Bazel and the CLI write the same byt
 successful export the archive's SHA-256 and its ``.data/extern_modules`` record are written
 next to it for the ``TorchPackageInfo`` provider.
 
+``builder --sign --archive OUT.pt --signature OUT.pt.sig --target LABEL`` is the signing
+action of a ``sign = True`` target: it signs the archive with the Ed25519 key file that
+``$TORCHPACK_SIGN_KEY`` names (``--action_env=TORCHPACK_SIGN_KEY=/abs/path``), so the key
+is never an input of the build, and the archive itself is not changed.
+
 On failure the builder prints the action's one-line error (naming the BUILD file, the target
 and the key) and exits with the action's status; no traceback unless the export itself
 crashed.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -74,7 +80,36 @@ def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> s
     return log if log.endswith("\n") or not log else log + "\n"
 
 
+def _sign(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="torch_package builder --sign")
+    parser.add_argument("--archive", required=True)
+    parser.add_argument("--signature", required=True)
+    parser.add_argument("--target", required=True)
+    options = parser.parse_args(argv)
+    from torchpack._archive_reader import open_archive
+    from torchpack._signing import load_private_key, sign_archive
+    from torchpack.build.cli import SIGN_KEY_VARIABLE
+    from torchpack.errors import TorchpackError
+
+    key_file = os.environ.get(SIGN_KEY_VARIABLE)
+    if not key_file:
+        print(
+            f"error: {options.target}: sign = True needs the key: build with "
+            f"--action_env={SIGN_KEY_VARIABLE}=/absolute/path/to/key",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        sign_archive(open_archive(options.archive), load_private_key(key_file), options.signature)
+    except TorchpackError as error:
+        print(f"error: {options.target}: cannot sign {options.archive}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--sign"]:
+        return _sign(argv[1:])
     options, action_args = _parse(argv)
     try:
         from torchpack.build import runner

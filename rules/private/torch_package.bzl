@@ -23,6 +23,8 @@ TorchPackageInfo = provider(
         "extern_modules": "File: the modules the archive leaves to the loading environment " +
                           "(its `.data/extern_modules` record), one per line.  Known only " +
                           "once the archive is built, hence a file.",
+        "signature": "File or None: `<out>.sig`, the archive's Ed25519 signature, for " +
+                     "targets with `sign = True` (see `torchpack sign`).",
         "label": "Label: the `torch_package` target, i.e. the label that dependants use " +
                  "in `from = ...` to load objects out of this archive.",
     },
@@ -170,6 +172,31 @@ def _source_date_epoch(ctx):
     value = ctx.configuration.default_shell_env.get("SOURCE_DATE_EPOCH")
     return {"SOURCE_DATE_EPOCH": value} if value else {}
 
+def _sign(ctx, archive):
+    """`<out>.sig` beside the archive, signed with the key file $TORCHPACK_SIGN_KEY names.
+
+    The key is read from outside the build: its path comes from
+    `--action_env=TORCHPACK_SIGN_KEY=/abs/path`, and the action is never cached or run
+    remotely, so the signature is made on this machine each build with the current key
+    (the archive itself stays cached: signing does not change its bytes).
+    """
+    signature = ctx.actions.declare_file(archive.basename + ".sig", sibling = archive)
+    key_file = ctx.configuration.default_shell_env.get("TORCHPACK_SIGN_KEY")
+    ctx.actions.run(
+        executable = ctx.executable._builder,
+        arguments = ["--sign", "--archive", archive.path, "--signature", signature.path,
+                     "--target", _package_label(ctx.label)],
+        inputs = [archive],
+        outputs = [signature],
+        mnemonic = "TorchPackageSign",
+        progress_message = "Signing %s" % archive.short_path,
+        env = {"TORCHPACK_SIGN_KEY": key_file} if key_file else {},
+        use_default_shell_env = False,
+        # The key file lies outside the sandbox and must never reach a cache.
+        execution_requirements = {"no-cache": "1", "no-remote": "1", "no-sandbox": "1"},
+    )
+    return signature
+
 def _torch_package_impl(ctx):
     definition, resources = _definition(ctx)
     out = definition["out"]
@@ -211,13 +238,17 @@ def _torch_package_impl(ctx):
         use_default_shell_env = False,
     )
 
+    signature = _sign(ctx, archive) if ctx.attr.sign else None
+    outputs = [archive] + ([signature] if signature else [])
+
     return [
         DefaultInfo(
-            files = depset([archive]),
-            runfiles = ctx.runfiles(files = [archive]),
+            files = depset(outputs),
+            runfiles = ctx.runfiles(files = outputs),
         ),
         TorchPackageInfo(
             archive = archive,
+            signature = signature,
             definition = definition_file,
             digest = digest,
             extern_modules = extern_modules,
@@ -237,7 +268,7 @@ Use the `torch_package` macro from `//rules:defs.bzl`: it takes every key of a
 ones (globs tables, sources, pickled objects) into the JSON-string attributes
 below.
 
-Outputs: the archive (default output), and in the `torchpack_metadata` output
+Outputs: the archive (default output; with `sign`, `<out>.sig` too), and in the `torchpack_metadata` output
 group `<out>.sha256`, `<out>.extern_modules` and `<out>.def.json`.
 """,
     attrs = {
@@ -274,6 +305,11 @@ group `<out>.sha256`, `<out>.extern_modules` and `<out>.def.json`.
                                     "`{attr}` or `{from, record}`."),
         "seed": attr.int(default = 0, doc = "Seed of `random`, numpy and torch before the objects are built."),
         "out": attr.string(doc = "File name of the archive; default `<name>.pt`."),
+        "sign": attr.bool(
+            default = False,
+            doc = "Also write `<out>.sig`, an Ed25519 signature of the archive, with the key " +
+                  "file named by `--action_env=TORCHPACK_SIGN_KEY=/abs/path` (never an input).",
+        ),
         "_builder": attr.label(
             default = Label("//rules/private:builder"),
             executable = True,
@@ -312,6 +348,7 @@ def torch_package(
         pickle = None,
         seed = 0,
         out = None,
+        sign = False,
         **kwargs):
     """Declares a torchpack archive, with the keys of a BUILD.toml target.
 
@@ -349,6 +386,8 @@ def torch_package(
         `{"attr": "module:name"}` or `{"from": label, "record": path}`.
       seed: seed of `random`, numpy and torch before the objects are built.
       out: file name of the archive.
+      sign: also write `<out>.sig`, signed with the key file that
+        `--action_env=TORCHPACK_SIGN_KEY=/abs/path` names.
       **kwargs: common attributes (`visibility`, `tags`, `testonly`, ...).
     """
     torch_package_rule(
@@ -366,5 +405,6 @@ def torch_package(
         pickle = _json_or_empty(pickle),
         seed = seed,
         out = out,
+        sign = sign,
         **kwargs
     )

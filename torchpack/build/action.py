@@ -3,7 +3,7 @@
 Usage::
 
     python -m torchpack.build.action --definition DEF.json --workspace ROOT --output OUT.pt \\
-        [--dep LABEL=ARCHIVE ...] [--report REPORT.json] [--verbose]
+        [--dep LABEL=ARCHIVE ...] [--report REPORT.json] [--confine] [--verbose]
 
 ``python -m torchpack.build`` runs every export through this module, in a fresh interpreter
 with a sanitised environment; the Bazel rule runs the same module, so both produce the same
@@ -11,15 +11,27 @@ bytes for the same definition.  Sanitising the environment (``PYTHONHASHSEED=0``
 ``LC_ALL=C.UTF-8``, umask 022, ...) is the caller's job; this module puts ``ROOT`` first on
 ``sys.path``, seeds ``random``, ``numpy`` (when installed) and ``torch`` from the target's seed,
 exports, and renames a temporary file next to ``OUT.pt`` into place, so that a failed or killed
-export leaves no output.  On failure it prints one line naming the BUILD file, the target and
+export leaves no output.  The temporary's name carries the pid and a random part
+(``.OUT.pt.tmp-PID-XXXXXXXX``), so concurrent builds of one target never share one; and the
+rename happens only while the process that started the export is alive: an export whose
+parent died (a build CLI killed with SIGKILL) abandons its work instead of writing the output
+later.  On failure it prints one line naming the BUILD file, the target and
 the key to stderr (with ``--verbose``, the traceback too) and exits with status 1; a bad
 command line or definition exits with status 2.
 
 ``--dep LABEL=ARCHIVE`` gives the archive built for each label in ``deps``.  ``--report``
-writes a JSON object ``{"inputs": [...], "error": null | "message"}``; ``inputs`` lists every
-file the export read (interned sources, resources, files the factories opened, workspace modules
-they imported): workspace-relative posix paths, absolute paths outside the workspace.  The
-action cache of ``python -m torchpack.build`` keys on their digests.
+writes a JSON object ``{"inputs": [...], "distributions": [...], "sha256": ..., "size": ...,
+"error": null | "message"}``; ``inputs`` lists every file the export read (interned sources,
+resources, files the factories opened, workspace modules they imported): workspace-relative
+posix paths, absolute paths outside the workspace except installed code, which is named by its
+distribution in ``distributions`` (those the archive externs or interns).  The action cache of
+``python -m torchpack.build`` keys on their digests and versions.
+
+``--confine`` (the CLI passes it) keeps the inputs inside the workspace: a declared ``text`` or
+``binary`` file, or any file the export read through a workspace path, whose real path leaves
+the workspace (a symlink to ``/etc/hostname``, a symlinked folder) fails the export, naming
+the key and the file.  Under Bazel the sandbox decides what an action sees (its inputs are
+symlinks by design), so the Bazel rule does not pass it.
 
 DEF.json schema
 ---------------
@@ -67,11 +79,15 @@ import os
 import random
 import signal
 import sys
+import tempfile
+import threading
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cache import file_digest, temporary_prefix
 from .labels import Label, LabelError, parse_label
 from .schema import BuildFileError, Call, Loaded, PickleSource, Target, split_record, target_error, target_from_definition
 
@@ -185,32 +201,129 @@ def _make_object(record: str, source: PickleSource, importers: dict[Label, Any])
         return function(**kwargs)
 
 
-def _save_everything(exporter: Any, target: Target, root: Path, importers: dict[Label, Any]) -> None:
+class _Confinement:
+    """``--confine``: refuse an input whose real path leaves the workspace.
+
+    A symlink (to a file, or a folder above it) inside the workspace would otherwise let a
+    BUILD.toml or a factory package any file of the machine, e.g. ``/etc/hostname``.  Declared
+    files are checked before they are read; files the export read through a workspace path
+    (imports, resources, factories' ``open``) after each key's work, so that the error names it.
+    """
+
+    def __init__(self, root: Path, recorder: _ReadRecorder, enabled: bool) -> None:
+        self.root, self.recorder, self.enabled = root, recorder, enabled
+        self._checked: set[str] = set()
+        self._prefix = str(root) + os.sep
+
+    def _escape(self, path: Path) -> Path | None:
+        real = path.resolve()
+        return None if real.is_relative_to(self.root) else real
+
+    def declared(self, key: Key, file: str) -> None:
+        if self.enabled and (real := self._escape(self.root / file)) is not None:
+            raise ExportError(key, f"file {file} resolves to {real}, outside the workspace {self.root}; inputs must stay inside it")
+
+    def reads(self, key: Key, exporter: Any) -> None:
+        if not self.enabled:
+            return
+        fresh = (self.recorder.paths | set(exporter.read_files if exporter is not None else ())) - self._checked
+        for path in sorted(fresh):
+            self._checked.add(path)
+            if path.startswith(self._prefix) and (real := self._escape(Path(path))) is not None:
+                shown = Path(path).relative_to(self.root).as_posix()
+                raise ExportError(key, f"the export read {shown}, which resolves to {real}, outside the workspace {self.root}; inputs must stay inside it")
+
+
+@contextlib.contextmanager
+def _confined_step(confinement: _Confinement, exporter: Any, key: Key, what: str) -> Iterator[None]:
+    """:func:`_step`, then the confinement check of what the step read."""
+    with _step(key, what):
+        yield
+    confinement.reads(key, exporter)
+
+
+def _save_everything(exporter: Any, target: Target, root: Path, importers: dict[Label, Any], confinement: _Confinement) -> None:
+    def step(key: Key, what: str) -> contextlib.AbstractContextManager[None]:
+        return _confined_step(confinement, exporter, key, what)
+
     for kind, action in target.actions():
-        with _step((kind,), f"{kind}({list(action.include)}): "):
-            getattr(exporter, kind)(list(action.include), exclude=list(action.exclude), allow_empty=action.allow_empty)
+        with step((kind,), f"{kind}({list(action.include)}): "):
+            # deny() has no allow_empty: a deny that matches nothing is what its author hopes for.
+            options = {} if kind == "deny" else {"allow_empty": action.allow_empty}
+            getattr(exporter, kind)(list(action.include), exclude=list(action.exclude), **options)
     for module, source in target.sources.items():
-        with _step(("sources", module), "cannot save the source: "):
+        with step(("sources", module), "cannot save the source: "):
             exporter.save_source_string(module, source.source, is_package=source.package)
     for index, module in enumerate(target.modules):
-        with _step(("modules", index), f"cannot save module {module}: "):
+        with step(("modules", index), f"cannot save module {module}: "):
             exporter.save_module(module)
     for record, file in target.text.items():
-        with _step(("text", record), f"cannot save {file}: "):
+        confinement.declared(("text", record), file)
+        with step(("text", record), f"cannot save {file}: "):
             exporter.save_text(*split_record(record), (root / file).read_bytes().decode("utf-8"))
     for record, file in target.binary.items():
-        with _step(("binary", record), f"cannot save {file}: "):
+        confinement.declared(("binary", record), file)
+        with step(("binary", record), f"cannot save {file}: "):
             exporter.save_binary(*split_record(record), (root / file).read_bytes())
     for record, source in target.pickle.items():
-        obj = _make_object(record, source, importers)
-        with _step(("pickle", record), "cannot pickle the object: "):
+        with step(("pickle", record), ""):
+            obj = _make_object(record, source, importers)
+        with step(("pickle", record), "cannot pickle the object: "):
             exporter.save_pickle(*split_record(record), obj)
 
 
-def export(target: Target, root: Path, output: Path, deps: dict[Label, Path]) -> list[Path]:
-    """Export ``target`` to ``output`` (atomically); return the files the exporter read."""
+class _ParentWatch:
+    """Abandon the export when the process that started it dies.
+
+    The build CLI stops its exports when it is interrupted; killed with SIGKILL it cannot, and
+    an export finishing later would write an output nobody asked for any more.  The final
+    rename and this check share a lock, so the output appears only while the parent lives.
+    """
+
+    def __init__(self, temporary: Path) -> None:
+        self.parent = os.getppid()
+        self.temporary = temporary
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, name="torchpack-parent-watch", daemon=True).start()
+
+    def _orphaned(self) -> bool:
+        return os.getppid() != self.parent
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.2):
+            with self._lock:
+                if self._orphaned():
+                    self.temporary.unlink(missing_ok=True)
+                    if os.getpgrp() == os.getpid():
+                        # Leader of its own group (the CLI starts it so): whatever the
+                        # packaged code started goes too, this process last.
+                        os.killpg(os.getpid(), signal.SIGKILL)
+                    os._exit(1)
+
+    def commit(self, output: Path) -> None:
+        with self._lock:
+            if self._orphaned():
+                raise SystemExit(1)  # export()'s `finally` removes the temporary
+            os.replace(self.temporary, output)
+            self._done.set()
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export read and wrote, for the report."""
+
+    read: list[Path]  # files the exporter read, and the declared text/binary files
+    tops: set[str]  # top-level modules the archive externs
+    sha256: str
+    size: int
+
+
+def export(target: Target, root: Path, output: Path, deps: dict[Label, Path], confinement: _Confinement | None = None) -> Exported:
+    """Export ``target`` to ``output`` (atomically); return what the export read and wrote."""
     from torchpack import PackageExporter, PackageImporter, sys_importer
 
+    confinement = confinement or _Confinement(root, _ReadRecorder(), enabled=False)
     missing = [str(dep) for dep in target.deps if dep not in deps]
     if missing:
         raise ExportError(("deps",), f"no archive given for {', '.join(missing)} (pass --dep LABEL=ARCHIVE)")
@@ -221,47 +334,77 @@ def export(target: Target, root: Path, output: Path, deps: dict[Label, Path]) ->
 
     _seed(target.seed)
     output.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the output, so that the final rename is atomic; the pid keeps concurrent
-    # builds of one target (e.g. --check) apart.
-    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    # Same folder as the output, so that the final rename is atomic; pid and random part keep
+    # concurrent builds of one target (--check, two CLIs) apart, and the pid tells a later
+    # build whether the owner still lives.
+    handle, name = tempfile.mkstemp(prefix=f"{temporary_prefix(output)}{os.getpid()}-", dir=output.parent)
+    temporary = Path(name)
     try:
         # The exporter writes into a stream we own, so that this `finally` is the only cleanup
         # needed; the exporter's context manager discards its state when the body raises.
-        with open(temporary, "wb") as stream:
+        with open(handle, "wb") as stream:
+            watch = _ParentWatch(temporary)
             os.fchmod(stream.fileno(), 0o644)  # the same mode whatever the umask
             with _step(ACTIONS_KEY, "cannot create the exporter: "):
-                exporter = PackageExporter(stream, importer=[*importers.values(), sys_importer])
+                exporter = PackageExporter(
+                    stream, importer=[*importers.values(), sys_importer], pattern_precedence="most-specific"
+                )
             with exporter:
-                _save_everything(exporter, target, root, importers)
+                _save_everything(exporter, target, root, importers, confinement)
                 # close() resolves the dependency graph (unmatched, denied or broken modules
                 # fail here); called explicitly so that such errors point at the action keys.
-                with _step(ACTIONS_KEY, ""):
+                with _confined_step(confinement, exporter, ACTIONS_KEY, ""):
                     exporter.close()
             read = [Path(p) for p in exporter.read_files]
+            tops = {name.partition(".")[0] for name in exporter.externed_modules()}
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, output)
+        sha256, size = file_digest(temporary), temporary.stat().st_size
+        watch.commit(output)
     finally:
         temporary.unlink(missing_ok=True)
-    return read + [root / file for file in (*target.text.values(), *target.binary.values())]
+    return Exported(read + [root / file for file in (*target.text.values(), *target.binary.values())], tops, sha256, size)
 
 
-def _inputs(root: Path, read: list[Path], recorder: _ReadRecorder, skip: set[Path]) -> list[str]:
-    """Everything the export read, as cache-record paths (workspace-relative where possible)."""
+def _installed_distribution(path: Path) -> str | None:
+    """The distribution that installed ``path``, when it lies in a site-packages folder."""
+    from torchpack._records import _distributions_providing
+
+    for entry in map(Path, sys.path):
+        if entry.name in ("site-packages", "dist-packages") and path.is_relative_to(real := entry.resolve()):
+            top = path.relative_to(real).parts[0].partition(".")[0]
+            providers = _distributions_providing(top)
+            return providers[0] if providers else None
+    return None
+
+
+def _inputs(root: Path, exported: Exported, recorder: _ReadRecorder, skip: set[Path]) -> tuple[list[str], list[str]]:
+    """Everything the export read, as cache-record paths (workspace-relative where possible),
+    and the distributions whose version stands for installed code among it."""
+    from torchpack._records import _distributions_providing
+
     candidates = {Path(p) for p in recorder.paths if Path(p).is_relative_to(root)}
-    candidates.update(Path(p) for p in read)
+    candidates.update(exported.read)
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         # Workspace modules imported by factories shape the pickles even when not interned.
         if isinstance(file, str) and Path(file).is_relative_to(root):
             candidates.add(Path(file))
+    distributions = {dist for top in exported.tops for dist in _distributions_providing(top)}
     found = set()
     for path in candidates:
         resolved = path.resolve()
         if resolved in skip or resolved.suffix == ".pyc" or not resolved.is_file():
             continue
-        found.add(resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved))
-    return sorted(found)
+        if resolved.is_relative_to(root):
+            found.add(resolved.relative_to(root).as_posix())
+        elif (distribution := _installed_distribution(resolved)) is not None:
+            # Installed code is keyed by its distribution's version, not by its path: a venv
+            # restored elsewhere must still hit.
+            distributions.add(distribution)
+        else:
+            found.add(str(resolved))
+    return sorted(found), sorted(distributions)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -271,13 +414,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, type=Path, help="archive to write (atomically)")
     parser.add_argument("--dep", action="append", default=[], metavar="LABEL=ARCHIVE", help="archive of a dependency")
     parser.add_argument("--report", type=Path, help="write the files read (and any error) as JSON here")
+    parser.add_argument("--confine", action="store_true", help="refuse inputs whose real path leaves the workspace")
     parser.add_argument("--verbose", action="store_true", help="print the traceback of a failure")
     return parser.parse_args(argv)
 
 
-def _write_report(path: Path | None, inputs: list[str], error: str | None) -> None:
+def _write_report(path: Path | None, error: str | None, **facts: Any) -> None:
     if path is not None:
-        path.write_text(json.dumps({"inputs": inputs, "error": error}, indent=1) + "\n", encoding="utf-8")
+        document = {"inputs": [], "distributions": [], "sha256": None, "size": None, **facts, "error": error}
+        path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,22 +441,23 @@ def main(argv: list[str] | None = None) -> int:
             deps[parse_label(label)] = Path(archive).resolve()
     except (OSError, ValueError, LabelError, BuildFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        _write_report(args.report, [], str(exc))
+        _write_report(args.report, str(exc))
         return 2
 
     _set_sys_path(root)
     recorder = _ReadRecorder()
     sys.addaudithook(recorder)
     try:
-        read = export(target, root, args.output.resolve(), deps)
+        exported = export(target, root, args.output.resolve(), deps, _Confinement(root, recorder, args.confine))
     except ExportError as exc:
         message = str(target_error(root, target.label, exc.path, exc.message))
         if args.verbose:
             traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
         print(f"error: {message}", file=sys.stderr)
-        _write_report(args.report, [], message)
+        _write_report(args.report, message)
         return 1
-    _write_report(args.report, _inputs(root, read, recorder, {args.output.resolve(), *deps.values()}), None)
+    inputs, distributions = _inputs(root, exported, recorder, {args.output.resolve(), *deps.values()})
+    _write_report(args.report, None, inputs=inputs, distributions=distributions, sha256=exported.sha256, size=exported.size)
     return 0
 
 

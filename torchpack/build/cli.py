@@ -21,8 +21,9 @@ from typing import Any
 
 from .. import _records as records
 from .._archive_reader import open_archive
+from .._signing import load_private_key
 from ..cli._output import format_size
-from ..errors import TorchpackError
+from ..errors import SigningKeyError, SigningUnavailableError, TorchpackError
 from .cache import ActionCache, toolchain_fingerprint
 from .graph import BuildGraph, TargetError, load_graph
 from .labels import Label, LabelError, parse_pattern
@@ -30,7 +31,9 @@ from .runner import Builder, Options, Progress, TargetResult
 from .schema import BuildFileError
 from .workspace import Workspace, WorkspaceError, open_workspace
 
-USER_ERRORS = (WorkspaceError, LabelError, TargetError, BuildFileError)
+USER_ERRORS = (WorkspaceError, LabelError, TargetError, BuildFileError, SigningKeyError, SigningUnavailableError)
+#: Names the key file for targets with ``sign = true``: the key is never a workspace input.
+SIGN_KEY_VARIABLE = "TORCHPACK_SIGN_KEY"
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -46,8 +49,28 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true", help="build every target twice in perturbed environments; fail on any byte difference")
     parser.add_argument("--list", action="store_true", help="list the matching targets and their outputs; build nothing")
     parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    parser.add_argument(
+        "--sign-key",
+        type=Path,
+        default=os.environ.get(SIGN_KEY_VARIABLE) or None,
+        metavar="KEYFILE",
+        help=f"Ed25519 private key that signs targets with sign = true into <out>.sig (default: ${SIGN_KEY_VARIABLE})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show export output and tracebacks")
     return parser
+
+
+def _signing_key(graph: BuildGraph, key_file: Path | None) -> Any:
+    """The private key for the targets with ``sign = true``, or None when none signs."""
+    signed = [label for label in graph.order if graph.targets[label].sign]
+    if not signed:
+        return None
+    if key_file is None:
+        raise SigningKeyError(
+            f"{signed[0].build_file}: target '{signed[0].name}': sign = true needs a key: "
+            f"pass --sign-key KEYFILE or set {SIGN_KEY_VARIABLE}"
+        )
+    return load_private_key(key_file)
 
 
 def print_targets(workspace: Workspace, graph: BuildGraph, labels: Sequence[Label], as_json: bool) -> None:
@@ -125,6 +148,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
         workspace = open_workspace(Path.cwd(), args.out)
         current = workspace.package_of(Path.cwd())
         graph = load_graph(workspace, [parse_pattern(text, current) for text in args.targets])
+        sign_key = None if args.list else _signing_key(graph, args.sign_key)
     except USER_ERRORS as exc:
         if args.verbose:
             traceback.print_exc()
@@ -158,20 +182,24 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
                     print(f"    {name}", flush=True)
 
     cache = ActionCache(workspace.out, workspace.root, toolchain_fingerprint())
-    options = Options(jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose)
+    options = Options(
+        jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose, sign_key=sign_key
+    )
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     # SIGTERM (a CI timeout, `kill`) stops the exports like Ctrl-C does instead of orphaning
-    # them; only the main thread may install signal handlers.
+    # them (each export has its own process group, so a terminal's Ctrl-C reaches only us).
+    # Only the main thread may install signal handlers; the previous ones come back after.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    stop_signals = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+    previous_handlers = {signum: signal.signal(signum, _raise_interrupt) for signum in stop_signals}
     try:
         results = Builder(workspace, graph, cache, options, on_result, progress).run()
     except KeyboardInterrupt:
         print("interrupted: running exports were stopped; no partial output was kept", file=sys.stderr)
         return 130
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     ok = all(result.state in ("built", "cached") for result in results)
     seconds = time.monotonic() - started
     if args.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -13,11 +14,14 @@ import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
-from .cache import ActionCache, CacheRecord, file_digest
+from .._archive_reader import open_archive
+from .._signing import sign_archive, signature_path
+from ..errors import TorchpackError
+from .cache import ActionCache, remove_dead_temporaries, temporary_prefix
 from .graph import BuildGraph
 from .labels import Label
 from .schema import Target
@@ -54,6 +58,9 @@ class Options:
     use_cache: bool = True
     check: bool = False
     verbose: bool = False
+    #: The Ed25519 private key that signs targets with ``sign = true``; read by this process
+    #: only, never handed to an export.
+    sign_key: Any = None
 
 
 @dataclass
@@ -72,8 +79,11 @@ class TargetResult:
 @dataclass(frozen=True)
 class _Outcome:
     error: str | None  # None: the archive is in place
-    inputs: list[str]
     log: str
+    inputs: list[str] = field(default_factory=list)
+    distributions: list[str] = field(default_factory=list)
+    sha256: str = ""
+    size: int = 0
 
 
 def hermetic_env(home: Path, *, perturbed: bool = False, scan_cache: Path | None = None) -> dict[str, str]:
@@ -107,7 +117,14 @@ def hermetic_env(home: Path, *, perturbed: bool = False, scan_cache: Path | None
 
 
 class _Processes:
-    """The export subprocesses in flight, so that an interrupted build can stop them all."""
+    """The export subprocesses in flight, so that an interrupted build can stop them all.
+
+    Each export runs in its own session (so its own process group): a Ctrl-C on the terminal
+    reaches only the CLI, which then stops every export group, children of factories included.
+    """
+
+    #: Seconds an export gets to remove its temporary after SIGTERM, before SIGKILL.
+    GRACE = 5.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -118,7 +135,9 @@ class _Processes:
         with self._lock:
             if self.stopping:
                 return -1, "cancelled"
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+            process = subprocess.Popen(  # type: ignore[call-overload]
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+            )
             self._running.add(process)
         try:
             log, _ = process.communicate()
@@ -127,17 +146,28 @@ class _Processes:
                 self._running.discard(process)
         return process.returncode, log.decode("utf-8", "replace")
 
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+        try:
+            os.killpg(process.pid, signum)  # the session leader's pid is its group id
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def stop(self) -> None:
         with self._lock:
             self.stopping = True
             running = list(self._running)
         for process in running:
-            process.terminate()  # the action removes its temporary archive on SIGTERM
+            self._signal_group(process, signal.SIGTERM)  # the action removes its temporary on SIGTERM
+        deadline = time.monotonic() + self.GRACE
         for process in running:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.kill()
+                pass
+            # Whatever is left of the group (a factory's child, an export ignoring SIGTERM).
+            self._signal_group(process, signal.SIGKILL)
+            process.wait()
 
 
 def _run_action(
@@ -164,6 +194,7 @@ def _run_action(
             "--output", str(output),
             *[f"--dep={label}={archive}" for label, archive in deps.items()],
             "--report", str(report),
+            "--confine",
             *(["--verbose"] if verbose else []),
         ])
         returncode, log = processes.run(
@@ -173,16 +204,19 @@ def _run_action(
             umask=0o077 if perturbed else 0o022,
             stdin=subprocess.DEVNULL,
         )
+        where = f"{target.label.build_file}: target '{target.label.name}'"
         try:
             data = json.loads(report.read_text(encoding="utf-8"))
-            error, inputs = data["error"], data["inputs"]
-        except (OSError, ValueError, KeyError):
+            if data["error"] is not None:
+                return _Outcome(data["error"], log)
+            outcome = _Outcome(None, log, data["inputs"], data["distributions"], data["sha256"], data["size"])
+        except (OSError, ValueError, KeyError, TypeError):
             # No report: the interpreter died (killed, crashed) before writing one.
             tail = log.strip().splitlines()[-1:] or [f"exit status {returncode}"]
-            error, inputs = f"{target.label.build_file}: target '{target.label.name}': export process failed: {tail[0]}", []
-        if returncode != 0 and error is None:
-            error = f"{target.label.build_file}: target '{target.label.name}': export process exited with status {returncode}"
-        return _Outcome(error, inputs, log)
+            return _Outcome(f"{where}: export process failed: {tail[0]}", log)
+        if returncode != 0:
+            return _Outcome(f"{where}: export process exited with status {returncode}", log)
+        return outcome
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -256,16 +290,35 @@ class Builder:
                         self._finish(future.result())
                     if self.progress is not None:
                         self.progress.draw(len(self.results), len(self.graph.order), list(running.values()))
-            except KeyboardInterrupt:
+            except BaseException:
+                # Ctrl-C, SIGTERM (raised as KeyboardInterrupt by the CLI) or a bug: no export
+                # may outlive the build.
                 self.processes.stop()
                 raise
         return [self.results[label] for label in self.graph.order]
 
     def _finish(self, result: TargetResult) -> None:
+        if result.state in ("built", "cached"):
+            result = self._sign(result)
         self.results[result.label] = result
         if self.progress is not None:
             self.progress.clear()
         self.on_result(result)
+
+    def _sign(self, result: TargetResult) -> TargetResult:
+        """Write ``<out>.sig`` for a target with ``sign = true`` (cached archives are signed
+        again: the key may have changed); drop a stale one otherwise. The archive is untouched."""
+        sidecar = Path(signature_path(result.output))
+        if not self.graph.targets[result.label].sign:
+            sidecar.unlink(missing_ok=True)
+            return result
+        try:
+            sign_archive(open_archive(result.output), self.options.sign_key)
+        except (TorchpackError, OSError) as error:
+            label = result.label
+            message = f"{label.build_file}: target '{label.name}': cannot sign {result.output}: {error}"
+            return replace(result, state="failed", error=message)
+        return result
 
     def _start(self, label: Label, pool: ThreadPoolExecutor) -> TargetResult | tuple[Future[TargetResult], float | None]:
         target = self.graph.targets[label]
@@ -274,19 +327,17 @@ class Builder:
         if failed:
             return TargetResult(label, output, "skipped", error=f"not built because {failed[0]} failed")
         dep_digests = {dep: self.results[dep].sha256 or "" for dep in target.deps}
-        previous = self.cache.previous(label)
         if self.options.use_cache and not self.options.check:
             hit = self.cache.lookup(target, dep_digests, output)
             if hit is not None:
                 return TargetResult(label, output, "cached", hit.sha256, hit.size, 0.0)
-        # Anything left from an earlier build is stale from now on: if this build fails, no
-        # artifact and no cache entry must remain.
-        self.cache.forget(label)
+        # The archive on disk is stale from now on: if this build fails, no artifact remains.
+        # Temporaries are removed only when their export died; a live one is another build's.
         output.unlink(missing_ok=True)
-        for leftover in output.parent.glob(f".{output.name}.tmp-*") if output.parent.is_dir() else ():
-            leftover.unlink(missing_ok=True)  # from an export that was killed with SIGKILL
+        Path(signature_path(output)).unlink(missing_ok=True)
+        remove_dead_temporaries(output.parent, temporary_prefix(output))
         future = pool.submit(self._build, target, output, dep_digests)
-        return future, previous.seconds if previous is not None else None
+        return future, self.cache.previous_seconds(label)
 
     def _action(self, target: Target, output: Path, deps: dict[Label, Path], *, perturbed: bool) -> _Outcome:
         return _run_action(
@@ -308,26 +359,21 @@ class Builder:
                 second = other.result()
                 if outcome.error is None and second.error is not None:
                     outcome = second
-                elif outcome.error is None and output.read_bytes() != other_output.read_bytes():
+                elif outcome.error is None and outcome.sha256 != second.sha256:
                     differences = describe_differences(output, other_output)
-                    output.unlink()
                     message = f"{label.build_file}: target '{label.name}': not reproducible: two builds differ in {differences}"
-                    outcome = _Outcome(message, [], outcome.log + second.log)
+                    outcome = _Outcome(message, outcome.log + second.log)
         else:
             outcome = self._action(target, output, deps, perturbed=False)
         seconds = time.monotonic() - started
         if outcome.error is not None:
             output.unlink(missing_ok=True)
+            self.cache.forget(label)
             return TargetResult(label, output, "failed", seconds=seconds, error=outcome.error, log=outcome.log)
-        sha256, stat = file_digest(output), output.stat()
         # The scan cache is the builder's own state, not an input of the target.
-        inputs = self.cache.digest_inputs(
-            [p for p in outcome.inputs if not (self.workspace.root / p).resolve().is_relative_to(self.cache.folder)]
-        )
-        if inputs is not None:
-            key = self.cache.key(target, inputs, dep_digests)
-            self.cache.store(label, CacheRecord(key, inputs, sha256, stat.st_size, stat.st_mtime_ns, round(seconds, 3)))
-        return TargetResult(label, output, "built", sha256, stat.st_size, seconds, checked=self.options.check, log=outcome.log)
+        inputs = [p for p in outcome.inputs if not (self.workspace.root / p).resolve().is_relative_to(self.cache.folder)]
+        self.cache.store(target, dep_digests, inputs, outcome.distributions, output, outcome.sha256, outcome.size, seconds)
+        return TargetResult(label, output, "built", outcome.sha256, outcome.size, seconds, checked=self.options.check, log=outcome.log)
 
 
 @dataclass

@@ -40,11 +40,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-#: The order in which action lists are registered with the exporter.  Like torch.package, a
-#: module takes the first pattern that matches it, so the narrow lists (deny, mock, extern)
-#: come before the usually broad intern list; use ``exclude`` for finer control.
+#: The order in which action lists are registered with the exporter. A target's exporter
+#: lets the most specific pattern decide (deny before anything, then the most literal leading
+#: segments; see ``PackageExporter(pattern_precedence=...)``), so this order only breaks ties.
 ACTION_KINDS = ("deny", "mock", "extern", "intern")
-TARGET_KEYS = (*ACTION_KINDS, "deps", "seed", "out", "modules", "sources", "text", "binary", "pickle")
+TARGET_KEYS = (*ACTION_KINDS, "deps", "seed", "out", "modules", "sources", "text", "binary", "pickle", "sign")
 _ACTION_KEYS = ("include", "exclude", "allow_empty")
 _PICKLE_KEYS = ("call", "args", "dep_args", "attr", "from", "record")
 _SOURCE_KEYS = ("source", "package")
@@ -165,6 +165,10 @@ class Target:
     text: Mapping[str, str]
     binary: Mapping[str, str]
     pickle: Mapping[str, PickleSource]
+    #: Sign the archive into ``<out>.sig`` with the key given to the build from outside the
+    #: workspace. Not part of :meth:`definition`: it never changes the archive's bytes, so it
+    #: is no input of the export and no part of the action cache key.
+    sign: bool = False
 
     def actions(self) -> Iterator[tuple[str, Action]]:
         """The action calls in registration order (see :data:`ACTION_KINDS`)."""
@@ -488,6 +492,7 @@ def parse_target(
         text=dict(sorted(text_files.items())),
         binary=dict(sorted(binary_files.items())),
         pickle=dict(sorted(pickles.items())),
+        sign=check.expect(table.get("sign", False), bool, "a boolean", ("sign",)),
     )
 
 

@@ -32,6 +32,9 @@ _COMMANDS = {
     "verify": "verify",
     "diff": "diff",
     "query": "query",
+    "sign": "sign",
+    "keygen": "keygen",
+    "clean": "clean",
     "plan": "plan",
 }
 

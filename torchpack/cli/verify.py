@@ -8,6 +8,9 @@ Four checks, each reported per record or module:
 3. extern modules - each can be found by this interpreter (located, not imported);
 4. provenance - installed versions of extern distributions against the recorded ones.
 
+With ``--trusted-key`` a fifth check comes first: that one of the keys signed the archive
+(``ARCHIVE.sig``, see :mod:`torchpack._signing`). An archive that fails it is not loaded.
+
 Exit 1 when any check fails, naming the record or module at fault.
 """
 
@@ -18,11 +21,12 @@ import warnings
 from typing import Any
 
 from .. import _records as records
+from .. import _signing as signing
 from .._archive_reader import open_archive
 from .._integrity import extern_version_mismatches, read_integrity, verify_records
 from .._resolution import module_exists
 from ..analyze.archive_graph import read_contents
-from ..errors import ArchiveFormatError
+from ..errors import ArchiveFormatError, SignatureError
 from ..importer import sys_importer
 from ._output import InputError, paint, print_json
 
@@ -34,6 +38,13 @@ DESCRIPTION = "Check an archive's records, pickles and extern modules; exit 1 na
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("archive", metavar="ARCHIVE")
+    parser.add_argument(
+        "--trusted-key",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="an Ed25519 public key file (PEM, OpenSSH or raw); the archive must be signed by one (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON document")
 
 
@@ -69,9 +80,23 @@ def _pickle_problem(archive: str, record: str) -> str | None:
     return None
 
 
-def check(archive: str) -> dict[str, Any]:
+def _signature_result(archive: str, reader: Any, trusted_keys: list[str]) -> dict[str, Any] | None:
+    """Who signed the archive, or why no trusted key did; None when no key was given."""
+    if not trusted_keys:
+        return None
+    keys = [signing.load_public_key(key) for key in trusted_keys]  # a bad key file: exit 2
+    try:
+        _, key_id = signing.check_signature(reader, keys, sidecar=signing.signature_path(archive))
+    except SignatureError as error:
+        return {"ok": False, "key_id": None, "message": str(error).removeprefix(f"{archive}: ")}
+    return {"ok": True, "key_id": key_id, "message": None}
+
+
+def check(archive: str, trusted_keys: list[str] = ()) -> dict[str, Any]:
     """Every finding, grouped by check; ``ok`` is whether there were none."""
     reader = open_archive(archive)
+    signature = _signature_result(archive, reader, list(trusted_keys))
+    signed = signature is None or signature["ok"]
     contents = read_contents(reader)
     if contents.format_version is None and records.VERSION not in contents.unreadable:
         raise InputError(f"{archive}: no .data/version record; not a torch.package archive")
@@ -84,7 +109,7 @@ def check(archive: str) -> dict[str, Any]:
         integrity = None  # already reported by verify_records, naming the record
     corrupted = {problem["record"] for problem in integrity_problems}
     pickle_problems = []
-    for record in sorted(contents.pickles):
+    for record in sorted(contents.pickles) if signed else ():  # no trusted signer: load nothing
         if record in corrupted:
             continue  # its bytes are already known to be wrong; loading them proves nothing more
         problem = _pickle_problem(archive, record)
@@ -101,11 +126,12 @@ def check(archive: str) -> dict[str, Any]:
     ]
     return {
         "archive": archive,
-        "ok": not (integrity_problems or pickle_problems or extern_problems or version_problems),
+        "ok": signed and not (integrity_problems or pickle_problems or extern_problems or version_problems),
+        "signature": signature,
         "digests_checked": integrity is not None,
         "note": None if integrity is not None or integrity_problems else _NO_INTEGRITY,
         "integrity": integrity_problems,
-        "pickles": {"checked": len(contents.pickles), "problems": pickle_problems},
+        "pickles": {"checked": len(contents.pickles) if signed else 0, "problems": pickle_problems},
         "extern_modules": {"checked": len(contents.extern), "problems": extern_problems},
         "extern_versions": version_problems,
     }
@@ -121,16 +147,23 @@ def _report(title: str, problems: list[dict[str, Any]], subject: str, passed: st
 
 
 def run(args: argparse.Namespace) -> int:
-    result = check(args.archive)
+    result = check(args.archive, args.trusted_key)
     if args.json:
         print_json(result)
         return 0 if result["ok"] else 1
+    signature = result["signature"]
+    if signature is not None:
+        signer = [] if signature["ok"] else [{"subject": "signature", "message": signature["message"]}]
+        _report("signature", signer, "subject", f"signed by trusted key {signature['key_id']}")
     records_checked = "sizes and digests match" if result["digests_checked"] else "CRC-32 checks pass"
     _report("integrity", result["integrity"], "record", records_checked)
     if result["note"]:
         print(f"      {result['note']}")
     pickles, externs = result["pickles"], result["extern_modules"]
-    _report("pickles", pickles["problems"], "record", f"{pickles['checked']} load")
+    if signature is None or signature["ok"]:
+        _report("pickles", pickles["problems"], "record", f"{pickles['checked']} load")
+    else:
+        print("      pickles: not loaded (no trusted signature)")
     _report("extern modules", externs["problems"], "module", f"{externs['checked']} found")
     if result["digests_checked"] or result["extern_versions"]:
         _report("extern versions", result["extern_versions"], "distribution", "as recorded")

@@ -1,0 +1,44 @@
+"""Warnings that point at the user's line, issued once per subject.
+
+``warnings.warn(stacklevel=N)`` counts frames, and torchpack's entry points are reached
+through decorators and context managers (``collector_paused`` runs ``__init__`` inside
+contextlib), so any fixed N points into a library file. The first frame outside torchpack
+and contextlib is the line the user wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Hashable
+
+_LIBRARY_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_CONTEXTLIB_FILE = os.path.abspath(contextlib.__file__)
+_warned: set[Hashable] = set()
+_warned_lock = threading.Lock()
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside torchpack and contextlib, as seen from
+    :func:`warnings.warn` called by :func:`warn_once`."""
+    frame = sys._getframe(2)  # the caller of warn_once
+    level = 2
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_LIBRARY_FOLDER) and filename != _CONTEXTLIB_FILE:
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1
+
+
+def warn_once(subject: Hashable, message: str, category: type[Warning]) -> None:
+    """Warn about ``subject`` once per process, at the user's line."""
+    with _warned_lock:
+        if subject in _warned:
+            return
+        _warned.add(subject)
+    warnings.warn(message, category, stacklevel=_caller_stacklevel())
