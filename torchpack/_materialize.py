@@ -43,6 +43,7 @@ from typing import Any, Union
 from . import _digest as digest_module
 from . import _disk_cache as disk_cache
 from ._archive_reader import ArchiveReader
+from ._distributions import add_metadata_facade, saved_distributions
 from ._globbing import compile_glob
 from ._integrity import CheckedReader, IntegrityRecord
 from .errors import MaterializedViewError, MaterializedViewWarning
@@ -285,3 +286,21 @@ def add_view_facade(
     util.spec_from_file_location = spec_from_file_location  # type: ignore[attr-defined]
     facades["importlib.util"] = util
     facades["importlib"].util = util  # type: ignore[attr-defined]
+
+
+def more_facades(
+    view: MaterializedView | None,
+    record_names: Iterable[str],
+    import_module: Callable[[str], ModuleType],
+    load_text: Callable[[str, str], str],
+) -> dict[str, Callable[[dict[str, ModuleType]], None]]:
+    """The importlib modules packaged code gets a facade of besides the usual ones (see
+    torchpack._importlib_facade), each with what adds it to the facades: ``importlib.util`` in
+    a materialized view, ``importlib.metadata`` when the archive saved distribution metadata."""
+    facades: dict[str, Callable[[dict[str, ModuleType]], None]] = {}
+    if view is not None:
+        facades["importlib.util"] = functools.partial(add_view_facade, view=view, import_module=import_module)
+    distributions = saved_distributions(record_names)
+    if distributions:
+        facades["importlib.metadata"] = functools.partial(add_metadata_facade, saved=distributions, load_text=load_text)
+    return facades

@@ -36,9 +36,8 @@ from ._archive_reader import ArchiveReader, ArchiveSource, MmapMode, open_archiv
 from ._gc import collector_paused
 from ._importlib_facade import FACADE_MODULES, make_facades
 from ._integrity import CheckedReader, extern_version_mismatches, parse_integrity, read_integrity
-from ._distributions import add_metadata_facade, saved_distributions
 from ._mangling import PackageMangler, demangle
-from ._materialize import MaterializedView, MaterializeSpec, add_view_facade, materialize as materialize_view
+from ._materialize import MaterializedView, MaterializeSpec, materialize as materialize_view, more_facades
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
 from ._source_scan import resolve_relative
@@ -173,18 +172,9 @@ class PackageImporter(Importer):
         self._extern_set = frozenset(self.extern_modules)
         self._index = self._index_modules()
         self._view: MaterializedView | None = None
-        # importlib modules packaged code gets a facade of besides FACADE_MODULES -> what adds it.
-        self._more_facades: dict[str, Callable[[dict[str, ModuleType]], None]] = {}
         if materialize is not False:
             self._view = materialize_view(self.zip_reader, self.integrity_record, materialize, self.filename)
-            self._more_facades["importlib.util"] = functools.partial(
-                add_view_facade, view=self._view, import_module=self.import_module
-            )
-        distributions = saved_distributions(self._record_names)
-        if distributions:
-            self._more_facades["importlib.metadata"] = functools.partial(
-                add_metadata_facade, saved=distributions, load_text=self.load_text
-            )
+        self._more_facades = more_facades(self._view, self._record_names, self.import_module, self.load_text)
         self._extern_parents = self._place_extern_parents()
         self._global_policy = (
             GlobalPolicy(frozenset(self._index) - self._extern_set, allowed_globals) if restricted else None
