@@ -111,6 +111,8 @@ def test_plan_errors_are_one_line(capsys):
     assert "cannot import 'no_such_module_anywhere'" in capsys.readouterr().err
     assert main(["plan", "not-a-subject"]) == 2
     assert "neither a label" in capsys.readouterr().err
+    assert main(["plan", "json:loads", "--call"]) == 2
+    assert "json:loads() raised TypeError" in capsys.readouterr().err
 
 
 def test_plan_of_transformers_gpt2_is_the_set_that_loads_without_transformers():

@@ -86,7 +86,10 @@ def _object_saver(subject: str, call: bool) -> Callable[[Any], None]:
         if not hasattr(value, part):
             raise InputError(f"module {module_name!r} has no attribute {attribute!r}")
         value = getattr(value, part)
-    obj = value() if call else value
+    try:
+        obj = value() if call else value
+    except Exception as error:  # noqa: BLE001 - the user's factory: reported as one line
+        raise InputError(f"{subject}() raised {type(error).__name__}: {error}") from None
     record = attribute.replace(".", "_")
     return lambda exporter: exporter.save_pickle("plan", f"{record}.pkl", obj)
 
