@@ -15,6 +15,8 @@ from .errors import (
     ExternVersionError,
     ExternVersionWarning,
     IntegrityError,
+    MaterializedViewError,
+    MaterializedViewWarning,
     ObjMismatchError,
     ObjNotFoundError,
     PackagingError,
@@ -34,6 +36,7 @@ _LAZY_NAMES = {
     "PackageExporter": "package_exporter",
     "PackageImporter": "package_importer",
     "is_from_package": "analyze.is_from_package",
+    "save_distribution_metadata": "_distributions",
 }
 # Submodules that `import torch.package` makes available as attributes, as ours are here.
 _LAZY_SUBMODULES = frozenset(
@@ -73,6 +76,8 @@ __all__ = [
     "GlobGroup",
     "Importer",
     "IntegrityError",
+    "MaterializedViewError",
+    "MaterializedViewWarning",
     "ObjMismatchError",
     "ObjNotFoundError",
     "OrderedImporter",
@@ -84,5 +89,6 @@ __all__ = [
     "TorchpackError",
     "analyze",
     "is_from_package",
+    "save_distribution_metadata",
     "sys_importer",
 ]

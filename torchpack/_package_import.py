@@ -37,6 +37,7 @@ from ._gc import collector_paused
 from ._importlib_facade import FACADE_MODULES, make_facades
 from ._integrity import CheckedReader, check_missing_integrity, extern_version_mismatches, parse_integrity, read_integrity
 from ._mangling import PackageMangler, demangle
+from ._materialize import MaterializedView, MaterializeSpec, materialize as materialize_view, more_facades
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
 from ._source_scan import resolve_relative
@@ -126,7 +127,10 @@ class PackageImporter(Importer):
     top-level names), and no packaged module runs unless ``trusted_modules`` (globs such as
     ``"mylab.**"``) names it, which also allows its globals. An extern distribution installed
     at another version than the recorded one gives an :class:`ExternVersionWarning`, or with
-    ``strict_versions=True`` an :class:`ExternVersionError`.
+    ``strict_versions=True`` an :class:`ExternVersionError`. ``materialize`` (``True``, or
+    globs such as ``"transformers.**"``) extracts those modules' files into torchpack's cache
+    and points their ``__file__`` and ``__path__`` there, for libraries that list or open
+    their own files (see :mod:`torchpack._materialize`).
 
     ``trusted_keys`` (Ed25519 public keys: key objects, key file contents as bytes, or key
     file paths) makes the archive load only if one of them signed it (``torchpack sign``):
@@ -152,6 +156,7 @@ class PackageImporter(Importer):
         allowed_globals: Iterable[str] = (),
         trusted_modules: Iterable[str] = (),
         strict_versions: bool = False,
+        materialize: MaterializeSpec = False,
         trusted_keys: Iterable[PublicKeySource] | None = None,
         signature: bytes | None = None,
         require_integrity: bool = False,
@@ -189,6 +194,10 @@ class PackageImporter(Importer):
         self._check_extern_versions(strict_versions)
         self._extern_set = frozenset(self.extern_modules)
         self._index = self._index_modules()
+        self._view: MaterializedView | None = None
+        if materialize is not False:
+            self._view = materialize_view(self.zip_reader, self.integrity_record, materialize, self.filename)
+        self._more_facades = more_facades(self._view, self._record_names, self.import_module, self.load_text)
         self._extern_parents = self._place_extern_parents()
         self._global_policy = GlobalPolicy(self._owns, allowed_globals, trusted_modules) if restricted else None
         self._mangler = PackageMangler()
@@ -579,9 +588,11 @@ class PackageImporter(Importer):
         return module
 
     def _load(self, name: str) -> Any:
-        if name in FACADE_MODULES and self._is_extern(name):
+        if (name in FACADE_MODULES or name in self._more_facades) and self._is_extern(name):
             # Packaged code's importlib resolves module names through this importer.
             facades = make_facades(self.import_module)
+            for add_facade in self._more_facades.values():
+                add_facade(facades)
             for facade_name, facade in facades.items():
                 self.modules.setdefault(facade_name, facade)
             return self.modules[name]
@@ -614,8 +625,9 @@ class PackageImporter(Importer):
         namespace["__builtins__"] = self._builtins
         namespace["__torch_package__"] = True
         namespace["__cached__"] = None
+        view = self._view
         if entry.is_package:
-            folder = self._mangler.mangle(name.replace(".", "/"))
+            folder = (view and view.folder_of(name)) or self._mangler.mangle(name.replace(".", "/"))
             spec.submodule_search_locations = [folder]
             namespace["__path__"] = spec.submodule_search_locations
         code = None
@@ -623,8 +635,13 @@ class PackageImporter(Importer):
             if self._global_policy is not None and not self._global_policy.trusts(name):
                 where = f"importing {entry.filename} would run"
                 raise RestrictedLoadError(untrusted_code_message(self.filename, name, where))
-            filename = self._mangler.mangle(entry.filename)
+            # In a materialized view, code names its real file too: libraries split the
+            # paths of their functions' code (transformers' docstrings do).
+            extracted = view and view.file_of(entry.filename)
+            filename = extracted or self._mangler.mangle(entry.filename)
             namespace["__file__"] = filename
+            if extracted:
+                spec.origin = extracted
             raw = self.zip_reader.read(entry.filename)
             source = raw.decode("utf-8")
             # Prime linecache so tracebacks and inspect show packaged lines at once.
@@ -640,6 +657,11 @@ class PackageImporter(Importer):
                 self.modules.pop(name, None)
                 sys.modules.pop(mangled_name, None)
                 raise
+            # As CPython: a module may replace itself in sys.modules while it runs
+            # (transformers installs a lazy module that way); importers get the replacement.
+            replacement = sys.modules.get(mangled_name, module)
+            if replacement is not module:
+                self.modules[name] = module = replacement
         return module
 
     def _load_fromlist(self, module: Any, fromlist: Any, *, recursive: bool = False) -> Any:

@@ -76,6 +76,14 @@ class CacheDirectoryWarning(UserWarning):
     """The on-disk cache folder is unsafe to trust (a symlink, someone else's, writable by others): not used."""
 
 
+class MaterializedViewError(TorchpackError, OSError):
+    """A materialized view (see torchpack._materialize) could not be extracted intact."""
+
+
+class MaterializedViewWarning(UserWarning):
+    """A materialized view on disk did not match its archive and was extracted again."""
+
+
 class EmptyMatchError(TorchpackError):
     """A pattern passed with ``allow_empty=False`` matched no module by the time the exporter closed."""
 
