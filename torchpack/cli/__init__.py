@@ -35,6 +35,7 @@ _COMMANDS = {
     "sign": "sign",
     "keygen": "keygen",
     "clean": "clean",
+    "run": "run",
 }
 
 
