@@ -183,7 +183,7 @@ def test_requires(tmp_path: Path) -> None:
     result = run_cli(root, "//mylab/...")
     assert result.returncode == 1
     assert _errors(result) == [
-        f"error: mylab/BUILD.toml:8: target 'old': key 'requires[1]': requirement 'numpy<2' is not satisfied: "
+        f"error: mylab/BUILD.toml:10: target 'old': key 'requires[1]': requirement 'numpy<2' is not satisfied: "
         f"numpy {numpy_version} is installed; install a version it allows, or change requires"
     ]
     integrity = json.loads(_records(root / "torchpack-out" / "mylab" / "tok.pt")[records.INTEGRITY])

@@ -3,7 +3,7 @@
 Usage::
 
     python -m torchpack.build.action --definition DEF.json --workspace ROOT --output OUT.pt \\
-        [--dep LABEL=ARCHIVE ...] [--report REPORT.json] [--confine] [--verbose]
+        [--dep LABEL=ARCHIVE ...] [--report REPORT.json] [--confine] [--python-path FOLDER ...] [--verbose]
 
 ``python -m torchpack.build`` runs every export through this module, in a fresh interpreter
 with a sanitised environment; the Bazel rule runs the same module, so both produce the same
@@ -53,8 +53,13 @@ label; file paths are relative to the workspace root::
       "sources": {"pkg.mod": {"source": "...", "package": false}},  # save_source_string
       "text":    {"pkg/config.json": "examples/tinynet/config.json"},  # record: file (UTF-8)
       "binary":  {"pkg/blob.bin": "examples/tinynet/blob.bin"},      # record: file
-      "pickle":  {"pkg/model.pkl": OBJECT, ...}       # save_pickle, in record order
+      "pickle":  {"pkg/model.pkl": OBJECT, ...},      # save_pickle, in record order
+      "requires": ["numpy>=2,<3"],                    # only when set: PEP 508 pins, checked
+                                                      #   first, recorded in the provenance
+      "main":    "pkg.serve:main"                     # only when set: the entry point
     }
+
+BUILD.toml's ``data`` globs are expanded into ``binary`` entries; a definition has no ``data``.
 
     ACTION = {"include": ["glob", ...], "exclude": ["glob", ...], "allow_empty": true}
     OBJECT = {"call": "module:function", "args": {...}, "dep_args": {"name": LOADED}}
@@ -90,7 +95,9 @@ from typing import Any
 
 from .cache import file_digest, temporary_prefix
 from .labels import Label, LabelError, parse_label
-from .schema import BuildFileError, Call, Loaded, PickleSource, Target, split_record, target_error, target_from_definition
+from .schema import (
+    BuildFileError, Call, Loaded, PickleSource, Target, locate_target_line, split_record, target_error, target_from_definition,
+)
 
 Key = tuple[str | int, ...]
 ACTIONS_KEY: Key = ("intern/extern/mock/deny",)
@@ -581,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
             # The frames only: the exception's own text is the error line below, in BUILD.toml
             # terms (a PackagingError's would speak of PackageExporter(debug=True)).
             cause = exc.__cause__ or exc
-            print("".join(traceback.format_tb(cause.__traceback__)).rstrip(), file=sys.stderr)
+            frames = "".join(traceback.format_tb(cause.__traceback__)).rstrip()
+            print(f"Traceback (most recent call last):\n{frames}", file=sys.stderr)
             print(f"({type(cause).__module__}.{type(cause).__qualname__})", file=sys.stderr)
         print(f"error: {message}", file=sys.stderr)
         _write_report(args.report, message)
