@@ -81,8 +81,8 @@ def test_failing_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         "error: bad/BUILD.toml:5: target 'explode': key 'pickle.\"bad/model.pkl\".call': "
         "bad:explode(...) raised ValueError: hidden size must be positive, got -3",
         # Workspace code: the fix is to intern it, in the table that has no intern key yet.
-        "error: bad/BUILD.toml:8: target 'unmatched': key 'intern': bad matches no pattern: add \"bad.**\" to "
-        "intern of //bad:unmatched (bad/BUILD.toml:8) (import chain: <things.thing.pkl> -> bad)",
+        "error: bad/BUILD.toml:9: target 'unmatched': key 'intern': bad matches no pattern: add \"bad.**\" to "
+        "intern of //bad:unmatched (bad/BUILD.toml:9) (import chain: <things.thing.pkl> -> bad)",
         "error: not built because //bad:explode failed",
     ]
     assert result.code == 1 and "Traceback" not in result.err

@@ -94,6 +94,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import file_digest, temporary_prefix
+from .data_files import carry_dep_resources, package_path
 from .labels import Label, LabelError, parse_label
 from .schema import (
     BuildFileError, Call, Loaded, PickleSource, Target, locate_target_line, split_record, target_error, target_from_definition,
@@ -346,33 +347,6 @@ class _ParentWatch:
             self._done.set()
 
 
-def _carry_dep_resources(exporter: Any, target: Target, importers: dict[Label, Any]) -> None:
-    """Copy into the archive the resources of the packages it interns from a dependency.
-
-    Objects re-exported from a dep's archive bring that archive's code (the exporter's
-    importer is the deps' importers first), but resources are read by that code at load
-    (a tokenizer's vocabulary), so the archive needs them too: a dep's resource record -
-    neither a module source, a pickle nor a framework record - whose package, or one above
-    it, this archive interns is copied as is, unless the target saves that record itself.
-    """
-    from torchpack._pickle_scan import is_pickle
-
-    interned = set(exporter.interned_modules())
-    saved = {*target.text, *target.binary, *target.pickle}
-    for dep in target.deps:
-        reader = importers[dep].zip_reader
-        for name in reader.names():
-            folders = name.split("/")[:-1]
-            if name.startswith(".data/") or name.endswith(".py") or name in saved or not folders:
-                continue
-            if not any(".".join(folders[:depth]) in interned for depth in range(1, len(folders) + 1)):
-                continue
-            data = reader.read(name)
-            if not is_pickle(name, data):
-                saved.add(name)
-                exporter.save_binary(".".join(folders), name.rpartition("/")[2], data)
-
-
 def _undeclared_resources(target: Target, root: Path, python_path: tuple[str, ...], exporter: Any, read: set[str], skip: set[Path]) -> None:
     """Fail on a workspace file the export read below an interned package's folder that the
     archive does not hold: the packaged code reads it at load too, and would not find it.
@@ -382,7 +356,6 @@ def _undeclared_resources(target: Target, root: Path, python_path: tuple[str, ..
     """
     import importlib.machinery
 
-    from .schema import package_path
 
     interned = set(exporter.interned_modules())
     declared = {root / file for file in (*target.text.values(), *target.binary.values())}
@@ -470,7 +443,7 @@ def export(
                         # Resolved through the actions like any import of the package's code.
                         exporter.add_dependency(target.main.partition(":")[0])
                 with _step(("deps",), "cannot copy a dependency's resources: "):
-                    _carry_dep_resources(exporter, target, importers)
+                    carry_dep_resources(exporter, target, importers)
                 # close() resolves the dependency graph (unmatched, denied or broken modules
                 # fail here); called explicitly so that such errors point at the action keys.
                 with _confined_step(confinement, exporter, ACTIONS_KEY, ""):

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-def normalise_requirement(text: str) -> str:
-    """The canonical text of one requirement; ``ValueError`` saying why when it is not PEP 508."""
+def normalise_requirement(text: str, index: int = 0) -> str:
+    """The canonical text of one requirement; ``ValueError(why, index)`` when it is not PEP 508."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
         return str(Requirement(text))
     except InvalidRequirement as exc:
-        raise ValueError(f"{text!r} is not a PEP 508 requirement: {' '.join(str(exc).split())}") from None
+        raise ValueError(f"{text!r} is not a PEP 508 requirement: {' '.join(str(exc).split())}", index) from None
 
 
 def unsatisfied(requirement: str) -> str | None:

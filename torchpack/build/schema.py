@@ -357,51 +357,26 @@ def _parse_files(check: _Checker, value: Any, key: str, base: str, root: Path | 
 
 
 def _parse_data(check: _Checker, value: Any, base: str, root: Path | None, python_path: tuple[str, ...]) -> dict[str, str]:
-    """``data``: globs relative to the BUILD.toml; each file becomes a binary record named by
-    its package path (its path below the python-path folder that holds it)."""
+    from .data_files import DataGlobError, expand_data
+
     globs = check.strings(value, "a file glob", ("data",))
     if root is None:
         raise check.error(("data",), "not allowed in a definition: list the files in 'binary'")
-    files: dict[str, str] = {}
-    for index, pattern in enumerate(globs):
-        path = ("data", index) if isinstance(value, list) else ("data",)
-        if pattern.startswith("/") or ".." in pattern.split("/") or "\\" in pattern:
-            raise check.error(path, f"glob {pattern!r} must be relative to the BUILD file, without '..'")
-        matches = sorted(
-            found.relative_to(root).as_posix()
-            for found in (root / base).glob(pattern)
-            if found.is_file() and "__pycache__" not in found.parts
-        )
-        if not matches:
-            raise check.error(path, f"glob {pattern!r} matches no file in {base or '.'}/")
-        for file in matches:
-            record = package_path(file, python_path)
-            if record is None:
-                raise check.error(path, f"{file} is in no python-path folder ({', '.join(p or '.' for p in python_path)})")
-            files[_parse_record(check, record, path)] = file
-    return files
-
-
-def package_path(file: str, python_path: tuple[str, ...]) -> str | None:
-    """``file`` (workspace-relative) relative to the first python-path folder holding it."""
-    for folder in python_path:
-        if not folder:
-            return file
-        if file.startswith(folder + "/"):
-            return file[len(folder) + 1 :]
-    return None
+    try:
+        expanded = expand_data(root, base, globs, python_path)
+    except DataGlobError as exc:
+        raise check.error(("data", exc.index) if isinstance(value, list) else ("data",), exc.message) from None
+    return {_parse_record(check, record, ("data",)): file for record, file in expanded.items()}
 
 
 def _parse_requires(check: _Checker, value: Any) -> tuple[str, ...]:
     from .requirements import normalise_requirement
 
-    requirements = []
-    for index, text in enumerate(check.strings(value, "a PEP 508 requirement", ("requires",))):
-        try:
-            requirements.append(normalise_requirement(text))
-        except ValueError as exc:
-            raise check.error(("requires", index) if isinstance(value, list) else ("requires",), str(exc)) from None
-    return tuple(requirements)
+    texts = check.strings(value, "a PEP 508 requirement", ("requires",))
+    try:
+        return tuple(normalise_requirement(text, index) for index, text in enumerate(texts))
+    except ValueError as exc:
+        raise check.error(("requires", exc.args[1]) if isinstance(value, list) else ("requires",), exc.args[0]) from None
 
 
 def _check_value(check: _Checker, value: Any, path: tuple[str | int, ...]) -> None:
