@@ -122,7 +122,7 @@ def _torchpack_python_repository_impl(rctx):
     if probe.return_code != 0:
         fail("rules_torchpack: %s (from %s) is not a working Python 3 interpreter:\n%s" %
              (interpreter, origin, probe.stderr))
-    missing = probe.stdout.partition("\n")[0][len("missing:"):].split()
+    missing = [name for name in probe.stdout.partition("\n")[0][len("missing:"):].split(" ") if name]
     if missing:
         # Checked here, once, rather than failing deep inside every TorchPackage action.
         fail(("rules_torchpack: the Python interpreter %s (from %s) cannot import %s, " +
