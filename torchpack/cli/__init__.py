@@ -36,6 +36,7 @@ _COMMANDS = {
     "keygen": "keygen",
     "clean": "clean",
     "plan": "plan",
+    "run": "run",
 }
 
 
