@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import operator
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from types import FunctionType
@@ -86,6 +88,12 @@ def _storage_class(dtype: torch.dtype) -> Any:
     return storage_class
 
 
+if sys.version_info >= (3, 11):
+    _instance_state = operator.methodcaller("__getstate__")
+else:  # object.__getstate__ arrived in Python 3.11; before, a tensor's own state is its __dict__
+    _instance_state = operator.attrgetter("__dict__")
+
+
 def plain_tensor_reduction(tensor: torch.Tensor) -> tuple[Any, tuple[Any, ...]] | None:
     """torch's own reduction of a plain CPU tensor, built faster; ``None`` for any other tensor.
 
@@ -103,7 +111,7 @@ def plain_tensor_reduction(tensor: torch.Tensor) -> tuple[Any, tuple[Any, ...]] 
     if tensor.requires_grad and not tensor.is_leaf:
         return None
     # What torch._utils._get_obj_state and get_tensor_metadata ask, without their Python layers.
-    if tensor._backward_hooks or tensor.__getstate__() or torch._C._get_tensor_metadata(tensor):
+    if tensor._backward_hooks or _instance_state(tensor) or torch._C._get_tensor_metadata(tensor):
         return None
     dtype = tensor.dtype
     if dtype in _NEW_DTYPES:
