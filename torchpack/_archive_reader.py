@@ -9,17 +9,19 @@ file, so tensor records can back tensors directly (see :mod:`torchpack._storage`
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import mmap
 import os
 import re
 import struct
+import weakref
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple, Union
 
 from . import _zip_format as fmt
-from .errors import ArchiveFormatError, RecordNotFoundError
+from .errors import ArchiveFormatError, IntegrityError, RecordNotFoundError
 
 ArchiveSource = Union[str, os.PathLike, BinaryIO, bytes, bytearray, memoryview]
 #: How a file archive is mapped; see :func:`mmap_access`.
@@ -43,8 +45,44 @@ def mmap_access(mode: MmapMode) -> int | None:
         return None
     raise ValueError(f"mmap must be True, False, 'copy-on-write' or 'read-only', not {mode!r}")
 
+def _report_bus_errors() -> None:
+    """Have a bus error print a traceback before it ends the process, once a file is mapped.
+
+    Touching a mapped page that a truncation of the file cut off raises SIGBUS, which ends
+    the process; without a handler it dies silently (exit status -7, "Bus error" at most from
+    a shell). Python's faulthandler prints the stack of every thread first. It is turned on
+    once, and only when the program has not set it up itself.
+    """
+    global _BUS_ERRORS_REPORTED
+    if _BUS_ERRORS_REPORTED:
+        return
+    _BUS_ERRORS_REPORTED = True
+    if faulthandler.is_enabled():
+        return
+    try:
+        faulthandler.enable(all_threads=True)
+    except (AttributeError, RuntimeError, ValueError, OSError):
+        pass  # no usable stderr (None, or without a file descriptor): nowhere to report to
+
+
+_BUS_ERRORS_REPORTED = False
+
 # The end record is 22 bytes plus a comment of up to 65535 bytes.
 _MAX_END_SEARCH = fmt.END_OF_CENTRAL_DIR.size + 0xFFFF
+#: Stored records from this size up are served after a check that the mapped file did not
+#: change (one fstat, 5 us on the benchmark VM: more than hashing a small tensor's record).
+#: Smaller ones rely on the check made when the pickle naming them was read.
+_CHECK_EACH_FROM = 1 << 16
+
+# What _parse_entry needs, once per record used.
+_unpack_central = fmt.CENTRAL_HEADER.unpack_from
+_unpack_extra_length = fmt.LOCAL_EXTRA_LENGTH.unpack_from
+_CENTRAL_SIZE, _LOCAL_SIZE = fmt.CENTRAL_HEADER.size, fmt.LOCAL_HEADER.size
+_REPEATED_START, _REPEATED_END = fmt.LOCAL_REPEATED
+_REPEATED_LENGTH = _REPEATED_END - _REPEATED_START
+_CENTRAL_REPEATED_START = fmt.CENTRAL_REPEATED_START
+_LOCAL_SIGNATURE, _ZIP32_LIMIT = fmt.LOCAL_HEADER_SIGNATURE, fmt.ZIP32_LIMIT
+_METHODS = (fmt.STORED, fmt.DEFLATED)
 #: A central entry's signature and its name, extra field and comment lengths.
 _CENTRAL_SIGNATURE_AND_LENGTHS = struct.Struct("<4s24xHHH")
 #: A central entry's general purpose flags (bit 11: the name is UTF-8), and where they lie.
@@ -110,6 +148,10 @@ class ZipArchiveReader:
 
     def __init__(self, source: ArchiveSource, *, use_mmap: MmapMode = True) -> None:
         self.mapped = False
+        #: A descriptor of the mapped file, or None when the archive is not mapped.
+        self._mapped_file: int | None = None
+        #: (size, mtime, ctime) of the mapped file as opened.
+        self._opened_stamp: tuple[int, int, int] = (0, 0, 0)
         #: (device, inode, size, mtime, ctime) of a file archive, as opened: any write to the
         #: file changes its ctime, so this names these exact bytes. None for buffers.
         self.file_identity: tuple[int, ...] | None = None
@@ -128,6 +170,11 @@ class ZipArchiveReader:
                 if access is not None:
                     whole = mmap.mmap(handle.fileno(), 0, access=access)
                     self.mapped = True
+                    # Kept open while the reader lives, for _check_unchanged's fstat.
+                    self._mapped_file = os.dup(handle.fileno())
+                    self._opened_stamp = (status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+                    weakref.finalize(self, os.close, self._mapped_file)
+                    _report_bus_errors()
                 else:
                     whole = handle.read()
         elif isinstance(source, (bytes, bytearray, memoryview)):
@@ -164,6 +211,8 @@ class ZipArchiveReader:
 
     def read(self, name: str) -> bytes:
         """The record's bytes, with its CRC checked."""
+        if self._mapped_file is not None:
+            self._check_unchanged()
         entry = self._entry(name)
         raw = self._raw(entry)
         data = self._inflate(entry, raw) if entry.method == fmt.DEFLATED else bytes(raw)
@@ -185,6 +234,8 @@ class ZipArchiveReader:
         them: they are mapped from the file and aligned. One call per tensor loaded."""
         # The lookup inline rather than through _entry: one call less per tensor loaded.
         entry = self._entries.get(name) or self._entry(name)
+        if self._mapped_file is not None and entry.compressed_size >= _CHECK_EACH_FROM:
+            self._check_unchanged()
         if entry.method != fmt.STORED:
             raise ArchiveFormatError(f"{self.name}: tensor record {name!r} is compressed; it must be stored")
         start = entry.data_offset
@@ -196,6 +247,30 @@ class ZipArchiveReader:
             raise ArchiveFormatError(f"{self.name}: record {name!r} fails its CRC-32 check (corrupted)")
 
     # -- parsing --------------------------------------------------------------------------
+
+    def _check_unchanged(self) -> None:
+        """Refuse to serve records from a mapping whose file was written since it was opened.
+
+        A mapping shows what the file holds now: bytes written in place show through (into
+        tensors already loaded, too), and pages cut off by truncation end the process with
+        SIGBUS when touched. Any write moves the file's ctime and mtime (and a truncation its
+        size), so an fstat before a record is served sees the change before the record is
+        read from the changed bytes: before every :meth:`read` (a pickle, before the tensors
+        it names are loaded; sources; resources) and every :meth:`stored` record from
+        :data:`_CHECK_EACH_FROM` bytes up. Replacing the file by a rename, as torchpack's
+        writers do, is no change here: the mapping keeps the old file, whole.
+        """
+        status = os.fstat(self._mapped_file)  # type: ignore[arg-type]
+        if (status.st_size, status.st_mtime_ns, status.st_ctime_ns) != self._opened_stamp:
+            opened_size = self._opened_stamp[0]
+            if status.st_size != opened_size:
+                what = f"its size went from {opened_size} to {status.st_size} bytes"
+            else:
+                what = "it was written in place"
+            raise IntegrityError(
+                f"{self.name}: the archive file changed after it was opened ({what}); its mapped records "
+                "can no longer be trusted - open it again, or load with mmap=False to keep a private copy"
+            )
 
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
@@ -347,54 +422,54 @@ class ZipArchiveReader:
         return [full_name[skip:] for full_name in full_names]
 
     def _parse_entry(self, name: str, position: int) -> _Entry:
-        """Check one record's central entry and local header, the first time the record is used."""
+        """Check one record's central entry and local header, the first time the record is used.
+
+        Runs once per tensor loaded: the constants it needs are bound to names of this module.
+        """
         whole = self._whole
         position += self._directory_offset
-        fields = fmt.CENTRAL_HEADER.unpack_from(whole, position)
-        flags, method, crc, csize, size = fields[3], fields[4], fields[7], fields[8], fields[9]
-        name_len, extra_len, offset = fields[10], fields[11], fields[16]
-        name_start = position + fmt.CENTRAL_HEADER.size
+        (_, _, version, flags, method, time, date, crc, csize, size, name_len, extra_len, *_, offset) = (
+            _unpack_central(whole, position)
+        )
+        if flags & 0x1 or method not in _METHODS:
+            full_name = f"{self.top_folder}/{name}"
+            problem = "is encrypted" if flags & 0x1 else f"uses unsupported compression method {method}"
+            raise self._fail(f"record {full_name!r} {problem}")
+        name_start = position + _CENTRAL_SIZE
         raw_name = whole[name_start : name_start + name_len]
-        full_name = f"{self.top_folder}/{name}"
-        if flags & 0x1:
-            raise self._fail(f"record {full_name!r} is encrypted")
-        if method not in (fmt.STORED, fmt.DEFLATED):
-            raise self._fail(f"record {full_name!r} uses unsupported compression method {method}")
-        zip64 = fmt.ZIP32_LIMIT in (size, csize, offset)
+        zip64 = _ZIP32_LIMIT in (size, csize, offset)
         if zip64:
             extra = whole[name_start + name_len : name_start + name_len + extra_len]
-            size, csize, offset = self._apply_zip64(extra, size, csize, offset, full_name)
+            size, csize, offset = self._apply_zip64(extra, size, csize, offset, f"{self.top_folder}/{name}")
         if method != fmt.STORED:
             if name.startswith(".data/") and name.endswith(".storage"):
                 # Tensors are mapped or copied straight from the file; inflating them is not
                 # part of the format, and both writers store them.
                 raise self._fail(f"tensor record {name!r} is compressed; tensor records must be stored")
             self._check_inflated_size(name, size, csize)
-        local_size = fmt.LOCAL_HEADER.size
-        if offset + local_size + csize > self._directory_offset:
+        if offset + _LOCAL_SIZE + csize > self._directory_offset:
             raise self._fail(f"record {name!r} claims data beyond the central directory (sizes lie)")
         # A local header that repeats its central entry byte for byte (version needed,
         # flags, method, time, date, CRC-32, sizes, name length, name), as every writer
         # without data descriptors makes it, passes every check _check_local_header makes
         # but the bounds of its data; anything else gets the full check and its message.
-        repeated_start, repeated_end = fmt.LOCAL_REPEATED
-        central_start = position + fmt.CENTRAL_REPEATED_START
-        data_start = offset + local_size + name_len
+        central_start = position + _CENTRAL_REPEATED_START
+        data_start = offset + _LOCAL_SIZE + name_len
         if (
             not zip64
-            and whole[offset : offset + repeated_start] == fmt.LOCAL_HEADER_SIGNATURE
-            and whole[offset + repeated_start : offset + repeated_end]
-            == whole[central_start : central_start + repeated_end - repeated_start]
-            and whole[offset + local_size : data_start] == raw_name
+            and whole[offset : offset + _REPEATED_START] == _LOCAL_SIGNATURE
+            and whole[offset + _REPEATED_START : offset + _REPEATED_END]
+            == whole[central_start : central_start + _REPEATED_LENGTH]
+            and whole[offset + _LOCAL_SIZE : data_start] == raw_name
             and (method != fmt.STORED or size == csize)
         ):
-            data_start += fmt.LOCAL_EXTRA_LENGTH.unpack_from(whole, offset + repeated_end)[0]
+            data_start += _unpack_extra_length(whole, offset + _REPEATED_END)[0]
             if data_start + csize > len(self._data):
                 raise self._fail(f"record {name!r} extends past the end of the file (truncated)")
         else:
             # version needed, flags, method, time, date and the full name, as the local header repeats them
             data_start = self._check_local_header(
-                name, offset, method, crc, csize, size, (fields[2], flags, method, fields[5], fields[6]), raw_name
+                name, offset, method, crc, csize, size, (version, flags, method, time, date), raw_name
             )
         return _new_entry((name, method, flags, crc, csize, size, offset, data_start))
 
