@@ -150,8 +150,8 @@ class ZipArchiveReader:
         self.mapped = False
         #: A descriptor of the mapped file, or None when the archive is not mapped.
         self._mapped_file: int | None = None
-        #: (size, mtime, ctime) of the mapped file as opened.
-        self._opened_stamp: tuple[int, int, int] = (0, 0, 0)
+        #: (size, mtime) of the mapped file as opened.
+        self._opened_stamp: tuple[int, int] = (0, 0)
         #: (device, inode, size, mtime, ctime) of a file archive, as opened: any write to the
         #: file changes its ctime, so this names these exact bytes. None for buffers.
         self.file_identity: tuple[int, ...] | None = None
@@ -172,7 +172,7 @@ class ZipArchiveReader:
                     self.mapped = True
                     # Kept open while the reader lives, for _check_unchanged's fstat.
                     self._mapped_file = os.dup(handle.fileno())
-                    self._opened_stamp = (status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+                    self._opened_stamp = (status.st_size, status.st_mtime_ns)
                     weakref.finalize(self, os.close, self._mapped_file)
                     _report_bus_errors()
                 else:
@@ -253,15 +253,17 @@ class ZipArchiveReader:
 
         A mapping shows what the file holds now: bytes written in place show through (into
         tensors already loaded, too), and pages cut off by truncation end the process with
-        SIGBUS when touched. Any write moves the file's ctime and mtime (and a truncation its
-        size), so an fstat before a record is served sees the change before the record is
-        read from the changed bytes: before every :meth:`read` (a pickle, before the tensors
+        SIGBUS when touched. Every write and truncation moves the file's mtime (unless someone
+        sets it back on purpose), a truncation its size too, so an fstat before a record is
+        served sees the change before the record is read from the changed bytes: before every :meth:`read` (a pickle, before the tensors
         it names are loaded; sources; resources) and every :meth:`stored` record from
         :data:`_CHECK_EACH_FROM` bytes up. Replacing the file by a rename, as torchpack's
-        writers do, is no change here: the mapping keeps the old file, whole.
+        writers do, is no change here: the mapping keeps the old file, whole. The ctime is not
+        compared for that reason: renaming over the file or deleting it moves the ctime of
+        the mapped file (its link count changes), as a chmod does, and none of them changes a byte.
         """
         status = os.fstat(self._mapped_file)  # type: ignore[arg-type]
-        if (status.st_size, status.st_mtime_ns, status.st_ctime_ns) != self._opened_stamp:
+        if (status.st_size, status.st_mtime_ns) != self._opened_stamp:
             opened_size = self._opened_stamp[0]
             if status.st_size != opened_size:
                 what = f"its size went from {opened_size} to {status.st_size} bytes"
