@@ -62,6 +62,7 @@ def write_with_zipfile(path: str, entries: int) -> None:
 
 
 def _child(path: str, with_structure: bool) -> None:
+    import torch  # noqa: F401 - imported before the mark: PackageImporter would import it on first use
     from torchpack import PackageImporter
 
     before = _resident_bytes()

@@ -251,16 +251,13 @@ class ZipArchiveReader:
     def _check_unchanged(self) -> None:
         """Refuse to serve records from a mapping whose file was written since it was opened.
 
-        A mapping shows what the file holds now: bytes written in place show through (into
-        tensors already loaded, too), and pages cut off by truncation end the process with
-        SIGBUS when touched. Every write and truncation moves the file's mtime (unless someone
-        sets it back on purpose), a truncation its size too, so an fstat before a record is
-        served sees the change before the record is read from the changed bytes: before every :meth:`read` (a pickle, before the tensors
-        it names are loaded; sources; resources) and every :meth:`stored` record from
-        :data:`_CHECK_EACH_FROM` bytes up. Replacing the file by a rename, as torchpack's
-        writers do, is no change here: the mapping keeps the old file, whole. The ctime is not
-        compared for that reason: renaming over the file or deleting it moves the ctime of
-        the mapped file (its link count changes), as a chmod does, and none of them changes a byte.
+        A mapping shows the file as it is now: bytes written in place show through, and pages
+        a truncation cut off raise SIGBUS when touched. A write or truncation moves the mtime
+        (and a truncation the size), so this fstat, made before every :meth:`read` (a pickle
+        before its tensors load, sources, resources) and every :meth:`stored` record from
+        :data:`_CHECK_EACH_FROM` bytes up, sees it first. The ctime is not compared: renaming
+        over the file or deleting it (as torchpack's writers replace files) moves it, and
+        changes no byte of the file mapped.
         """
         status = os.fstat(self._mapped_file)  # type: ignore[arg-type]
         if (status.st_size, status.st_mtime_ns) != self._opened_stamp:
