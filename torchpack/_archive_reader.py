@@ -233,7 +233,7 @@ class ZipArchiveReader:
         """A stored record's bytes, unchecked and not copied, and whether a tensor may share
         them: they are mapped from the file and aligned. One call per tensor loaded."""
         # The lookup inline rather than through _entry: one call less per tensor loaded.
-        entry = self._entries.get(name) or self._entry(name)
+        entry = self._entries.get(name) or self._first_use(name)
         if self._mapped_file is not None and entry.compressed_size >= _CHECK_EACH_FROM:
             self._check_unchanged()
         if entry.method != fmt.STORED:
@@ -272,13 +272,14 @@ class ZipArchiveReader:
             )
 
     def _entry(self, name: str) -> _Entry:
-        entry = self._entries.get(name)
-        if entry is None:
-            position = self._index.get(name)
-            if position is None:
-                raise RecordNotFoundError(f"{self.name}: no record {name!r} in the archive")
-            # Two threads may both parse a record on its first use; they store equal entries.
-            entry = self._entries[name] = self._parse_entry(name, position)
+        return self._entries.get(name) or self._first_use(name)
+
+    def _first_use(self, name: str) -> _Entry:
+        position = self._index.get(name)
+        if position is None:
+            raise RecordNotFoundError(f"{self.name}: no record {name!r} in the archive")
+        # Two threads may both parse a record on its first use; they store equal entries.
+        entry = self._entries[name] = self._parse_entry(name, position)
         return entry
 
     def _inflate(self, entry: _Entry, raw: memoryview) -> bytes:
@@ -427,7 +428,7 @@ class ZipArchiveReader:
         """
         whole = self._whole
         position += self._directory_offset
-        (_, _, version, flags, method, time, date, crc, csize, size, name_len, extra_len, *_, offset) = (
+        (_, _, version, flags, method, time, date, crc, csize, size, name_len, extra_len, _, _, _, _, offset) = (
             _unpack_central(whole, position)
         )
         if flags & 0x1 or method not in _METHODS:
