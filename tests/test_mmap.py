@@ -245,3 +245,91 @@ def test_unknown_mmap_mode_is_refused(tmp_path: Path) -> None:
     path = _export(tmp_path / "sample.pt", {"x": torch.ones(2)})
     with pytest.raises(ValueError, match="mmap"):
         PackageImporter(path, mmap="shared")
+
+
+# -- torchpack's writers never change a file an importer maps ------------------------------
+#
+# Each writes a temporary file next to the target and renames it over the target, so a live
+# importer keeps the old file (inode) whole. Were one to write in place (open(path, "wb"), as
+# torch.save does), the tensors below would change, or the process die of SIGBUS.
+
+
+def _mapped_sum(path: Path, record: str) -> tuple[PackageImporter, torch.Tensor, float]:
+    importer = PackageImporter(path)
+    package, _, resource = record.rpartition("/")
+    tensor = importer.load_pickle(package.replace("/", "."), resource)
+    assert _mapping_of(tensor, path) == "rw-p"
+    return importer, tensor, float(tensor.double().sum())
+
+
+def _assert_old_inode_kept(path: Path, inode: int, tensor: torch.Tensor, total: float) -> None:
+    assert os.stat(path).st_ino != inode, "the writer must replace the file, not rewrite it"
+    assert float(tensor.double().sum()) == total
+
+
+def test_exporter_replaces_a_mapped_archive_without_changing_it(tmp_path: Path) -> None:
+    path = _export(tmp_path / "model.pt", torch.arange(1 << 16, dtype=torch.float32))
+    inode = os.stat(path).st_ino
+    importer, tensor, total = _mapped_sum(path, "data/obj.pkl")
+    _export(path, torch.zeros(1 << 16))
+    _assert_old_inode_kept(path, inode, tensor, total)
+    assert float(importer.load_pickle("data", "obj.pkl").sum()) == total  # still the file it opened
+    assert float(PackageImporter(path).load_pickle("data", "obj.pkl").sum()) == 0
+
+
+def _weights_workspace(root: Path, seed: int) -> Path:
+    from build_support import make_workspace, write
+
+    make_workspace(root, examples=False)
+    write(root / "weights_maker.py", "import torch\n\n\ndef make():\n    return torch.randn(1 << 16)\n")
+    write(root / "BUILD.toml", f'[weights]\nseed = {seed}\n\n[weights.pickle."w/t.pkl"]\ncall = "weights_maker:make"\n')
+    return root
+
+
+def test_build_replaces_a_mapped_archive_without_changing_it(tmp_path: Path) -> None:
+    from build_support import run_cli
+
+    root = _weights_workspace(tmp_path / "ws", seed=1)
+    built = run_cli(root, "//:weights")
+    assert built.returncode == 0, built.stdout + built.stderr
+    (path,) = (root / "torchpack-out").glob("weights*.pt")
+    inode = os.stat(path).st_ino
+    _, tensor, total = _mapped_sum(path, "w/t.pkl")
+    _weights_workspace(root, seed=2)
+    rebuilt = run_cli(root, "//:weights")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    _assert_old_inode_kept(path, inode, tensor, total)
+    assert float(PackageImporter(path).load_pickle("w", "t.pkl").double().sum()) != total
+
+
+def test_bazel_builder_replaces_a_mapped_archive_without_changing_it(tmp_path: Path) -> None:
+    from build_support import REPO, cli_env
+    from torchpack.build.graph import load_graph
+    from torchpack.build.labels import parse_label
+    from torchpack.build.workspace import open_workspace
+
+    root = tmp_path / "ws"
+    out = tmp_path / "bazel-out"
+    out.mkdir()
+    archive = out / "weights.pt"
+
+    def build(seed: int) -> None:
+        _weights_workspace(root, seed)
+        label = parse_label("//:weights")
+        definition = out / f"weights-{seed}.json"
+        definition.write_text(load_graph(open_workspace(root), [label]).targets[label].definition_json())
+        done = subprocess.run(
+            [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
+             "--archive", str(archive), "--digest", str(out / "weights.sha256"),
+             "--extern-modules", str(out / "weights.extern_modules"), "--build-file", "BUILD.bazel",
+             "--workspace", str(root), "--", "--definition", str(definition), "--output", str(archive)],
+            cwd=root, env=cli_env(), capture_output=True, text=True, timeout=600, check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    build(seed=1)
+    inode = os.stat(archive).st_ino
+    _, tensor, total = _mapped_sum(archive, "w/t.pkl")
+    build(seed=2)
+    _assert_old_inode_kept(archive, inode, tensor, total)
+    assert float(PackageImporter(archive).load_pickle("w", "t.pkl").double().sum()) != total

@@ -105,9 +105,12 @@ def parse_integrity(data: bytes, archive: str) -> IntegrityRecord:
     provenance = document.get("provenance", {})
     if not isinstance(listed, dict) or not isinstance(provenance, dict):
         raise ArchiveFormatError(f"{where}: 'records' and 'provenance' must be objects")
-    digests: dict[str, RecordDigest] = {}
+    digests = _well_formed_digests(listed, algorithm)
+    if digests is not None:
+        return IntegrityRecord(digests, provenance, algorithm)
+    digests = {}
     hex_length = digest_module.HEX_LENGTH
-    for name, entry in listed.items():
+    for name, entry in listed.items():  # the first malformed entry, named in the error
         try:
             size, hex_digest = entry["size"], entry[algorithm]
         except (TypeError, KeyError):
@@ -121,6 +124,29 @@ def parse_integrity(data: bytes, archive: str) -> IntegrityRecord:
             raise ArchiveFormatError(f"{where}: malformed entry for {name!r}")
         digests[name] = _new_record_digest((size, hex_digest))
     return IntegrityRecord(digests, provenance, algorithm)
+
+
+def _well_formed_digests(listed: dict[str, Any], algorithm: str) -> dict[str, RecordDigest] | None:
+    """The listed records' digests, or ``None`` when one entry is malformed.
+
+    Each test runs over all entries at once: the integrity record of an archive of 300,000
+    records lists 300,000 entries, and a test per entry costs more than parsing the JSON.
+    """
+    try:
+        sizes = [entry["size"] for entry in listed.values()]
+        hex_digests = [entry[algorithm] for entry in listed.values()]
+    except (TypeError, KeyError):
+        return None
+    if not sizes:
+        return {}
+    if (
+        set(map(type, sizes)) != {int}
+        or min(sizes) < 0
+        or set(map(type, hex_digests)) != {str}
+        or set(map(len, hex_digests)) != {digest_module.HEX_LENGTH}
+    ):
+        return None
+    return dict(zip(listed, map(_new_record_digest, zip(sizes, hex_digests))))
 
 
 def read_integrity(reader: ArchiveReader) -> IntegrityRecord | None:
@@ -167,7 +193,7 @@ def check_missing_integrity(reader: ArchiveReader, *, require: bool) -> None:
 def listing_problems(reader: ArchiveReader, integrity: IntegrityRecord) -> list[IntegrityProblem]:
     """Records added to or removed from the archive since the integrity record was written."""
     present = set(reader.names()) - UNLISTED_RECORDS
-    listed = set(integrity.records)
+    listed = integrity.records.keys()
     problems = [
         IntegrityProblem(name, "is not listed in the integrity record (added after export?)")
         for name in sorted(present - listed)

@@ -256,16 +256,25 @@ class PackageImporter(Importer):
 
     def _index_modules(self) -> dict[str, _ModuleEntry]:
         index: dict[str, _ModuleEntry] = {}
+        # A folder's packages are indexed with its first record: an archive of many
+        # resources has few folders, and a record that is no source costs two tests.
+        indexed_folders: set[str] = set()
         for name in self._record_names:
             if name.startswith(".data/"):
                 continue
-            *folders, leaf = name.split("/")
-            for depth in range(1, len(folders) + 1):
-                index.setdefault(".".join(folders[:depth]), _ModuleEntry(None, True))
-            if leaf == "__init__.py" and folders:
-                index[".".join(folders)] = _ModuleEntry(name, True)
-            elif leaf.endswith(".py"):
-                index.setdefault(".".join([*folders, leaf[:-3]]), _ModuleEntry(name, False))
+            folder, _, leaf = name.rpartition("/")
+            if folder not in indexed_folders:
+                indexed_folders.add(folder)
+                folders = folder.split("/") if folder else []
+                for depth in range(1, len(folders) + 1):
+                    index.setdefault(".".join(folders[:depth]), _ModuleEntry(None, True))
+            if not leaf.endswith(".py"):
+                continue
+            package = folder.replace("/", ".")
+            if leaf == "__init__.py" and folder:
+                index[package] = _ModuleEntry(name, True)
+            else:
+                index.setdefault(f"{package}.{leaf[:-3]}" if folder else leaf[:-3], _ModuleEntry(name, False))
         return index
 
     def _place_extern_parents(self) -> frozenset[str]:

@@ -65,6 +65,34 @@ ZIP16_LIMIT = 0xFFFF
 #: UTF-8 names (general purpose bit 11); no data descriptors, no encryption.
 FLAG_UTF8 = 0x0800
 
+#: The most a deflate stream can expand: 258 bytes (a longest match) per at least 2 bits.
+#: A compressed record that declares a larger size than this allows is refused unread.
+MAX_DEFLATE_RATIO = 1032
+
+#: Names the largest size, in bytes, one compressed record may inflate to (default 1 GiB).
+MAX_INFLATED_SIZE_VARIABLE = "TORCHPACK_MAX_INFLATED_SIZE"
+DEFAULT_MAX_INFLATED_SIZE = 1 << 30
+
+
+def max_inflated_size() -> int:
+    """The limit on one compressed record's inflated size: ``TORCHPACK_MAX_INFLATED_SIZE`` or 1 GiB.
+
+    Reading a compressed record allocates its declared size. Neither writer compresses
+    anything (archives from other ZIP tools may), so only records of foreign archives meet
+    this limit; it is read from the environment so that it reaches every reader alike -
+    PackageImporter, the CLI, builds reading their dependencies - without an option on each.
+    """
+    configured = os.environ.get(MAX_INFLATED_SIZE_VARIABLE)
+    if not configured:
+        return DEFAULT_MAX_INFLATED_SIZE
+    try:
+        limit = int(configured)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise ValueError(f"{MAX_INFLATED_SIZE_VARIABLE} must be a number of bytes, not {configured!r}")
+    return limit
+
 
 def dos_timestamp() -> tuple[int, int]:
     """(date, time) in DOS format: the epoch, or ``SOURCE_DATE_EPOCH`` when it is set.

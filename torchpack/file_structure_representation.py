@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._globbing import GlobGroup, GlobPattern
+from ._gc import collector_paused
+from ._globbing import GlobGroup, GlobPattern, _as_list
 
 __all__ = ["Directory"]
 
@@ -18,6 +19,9 @@ _BLANK = "    "
 class Directory:
     """A folder of the package: ``children`` maps names to sub-folders and files."""
 
+    # A tree of a large archive holds one per record.
+    __slots__ = ("name", "is_dir", "children")
+
     def __init__(self, name: str, is_dir: bool) -> None:
         self.name = name
         self.is_dir = is_dir
@@ -29,10 +33,6 @@ class Directory:
         for part in dirs:
             folder = folder.children.setdefault(part, Directory(part, True))
         return folder
-
-    def _add_file(self, file_path: str) -> None:
-        *dirs, file_name = file_path.split("/")
-        self._subdirectory(dirs).children[file_name] = Directory(file_name, False)
 
     def has_file(self, filename: str) -> bool:
         """Whether ``filename`` (a ``/``-separated path relative to this folder) exists here.
@@ -63,13 +63,25 @@ class Directory:
                 lines.append(f"{indent}{child_pointer}{name}\n")
 
 
+@collector_paused()  # one object per record, each with a dict: the collector would chase them all
 def directory_from_records(
     root_name: str, names: Iterable[str], include: GlobPattern = "**", exclude: GlobPattern = ()
 ) -> Directory:
     """A :class:`Directory` of the record ``names`` that match ``include`` and not ``exclude``."""
-    selection = GlobGroup(include, exclude=exclude, separator="/")
+    selection: GlobGroup | None = GlobGroup(include, exclude=exclude, separator="/")
+    if _as_list(include) == ["**"] and not _as_list(exclude):
+        selection = None  # every record name matches: no empty segment, which "**" would refuse
     root = Directory(root_name, True)
+    folders = {"": root}  # by path: records come by the thousand per folder
     for name in names:
-        if selection.matches(name):
-            root._add_file(name)
+        if selection is not None and not selection.matches(name):
+            continue
+        folder_path, _, file_name = name.rpartition("/")
+        folder = folders.get(folder_path)
+        if folder is None:
+            folder = folders[folder_path] = root._subdirectory(folder_path.split("/"))
+        folder.children[file_name] = Directory(file_name, False)
+        # A record named like a folder replaces that folder in the tree, as it did when
+        # every record walked the tree from the root.
+        folders.pop(name, None)
     return root
