@@ -13,6 +13,7 @@ import functools
 import mmap
 import os
 import re
+import stat
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple, Union
@@ -111,7 +112,7 @@ class ZipArchiveReader:
         whole: Union[mmap.mmap, bytes, memoryview]
         if isinstance(source, (str, os.PathLike)):
             self.name = os.fspath(source)
-            with open(self.name, "rb") as handle:
+            with open_regular_file(self.name, self.name) as handle:
                 status = os.fstat(handle.fileno())
                 size = status.st_size
                 self.file_identity = file_identity(status)
@@ -132,6 +133,7 @@ class ZipArchiveReader:
             whole = source.read()
         self._data = memoryview(whole)
         self._entries: dict[str, _Entry] = {}
+        self._directory_span = (0, 0)
         self.top_folder = ""
         self._parse_directory(whole)
 
@@ -187,6 +189,29 @@ class ZipArchiveReader:
         if fmt.crc32(data) != self._entries[name].crc32:
             raise ArchiveFormatError(f"{self.name}: record {name!r} fails its CRC-32 check (corrupted)")
 
+    def has_torchpack_layout(self) -> bool:
+        """Whether every central entry carries the fields torchpack's writer gives it.
+
+        Those survive removing records with ``zip -d`` and rewriting the ZIP with Python's
+        zipfile: made by Unix with ZIP 2.0 (4.5 for ZIP64), regular file mode 0644, no comment,
+        all under the top folder ``package``. torch.package's writer says "made by" 0 and
+        mode 0 and names the top folder after the file, so its archives fail at the first
+        entry: the answer costs one entry for them, every entry only when it is yes.
+        """
+        if self.top_folder != fmt.TOP_FOLDER:
+            return False
+        start, size = self._directory_span
+        directory = self._data[start : start + size]
+        central_size = fmt.CENTRAL_HEADER.size
+        made_by = {fmt.MADE_BY_UNIX << 8 | fmt.ZIP_VERSION, fmt.MADE_BY_UNIX << 8 | fmt.ZIP64_VERSION}
+        position = 0
+        while position + central_size <= size:
+            fields = fmt.CENTRAL_HEADER.unpack_from(directory, position)
+            if fields[1] not in made_by or fields[12] != 0 or fields[15] >> 16 != fmt.RECORD_MODE:
+                return False
+            position += central_size + fields[10] + fields[11] + fields[12]
+        return position > 0
+
     # -- parsing --------------------------------------------------------------------------
 
     def _entry(self, name: str) -> _Entry:
@@ -223,6 +248,7 @@ class ZipArchiveReader:
             count, dir_size, dir_offset = fields[7], fields[8], fields[9]
         if dir_offset + dir_size > len(data):
             raise self._fail("central directory lies outside the file (truncated?)")
+        self._directory_span = (dir_offset, dir_size)
         # One copy of the directory: slicing names out of bytes is cheaper than out of the mapping.
         directory = bytes(data[dir_offset : dir_offset + dir_size])
         directory_end = dir_size
@@ -396,32 +422,109 @@ class ZipArchiveReader:
         return self._data[entry.data_offset : entry.data_offset + entry.compressed_size]
 
 
+def _file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for messages."""
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def open_regular_file(path: str, archive: str, record: str | None = None, *, follow_links: bool = True) -> BinaryIO:
+    """Open ``path`` for reading, refusing anything but a regular file without blocking.
+
+    Opening a FIFO for reading waits for a writer, and reading a device may never end, so
+    the file is opened non-blocking and its type checked on the open descriptor (no window
+    between a check and the open). ``follow_links=False`` refuses a symbolic link as the last
+    step of the path.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
+    where = archive if record is None else f"{archive}: record {record!r}"
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:
+        if not follow_links and os.path.islink(path):
+            raise ArchiveFormatError(f"{where} became a symbolic link after the folder was opened") from None
+        raise
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(descriptor)
+        raise ArchiveFormatError(f"{where} is {_file_kind(status.st_mode)}, not a regular file")
+    return os.fdopen(descriptor, "rb")
+
+
 class DirectoryArchiveReader:
-    """Reads an unzipped archive: a folder laid out like the ZIP's top-level folder."""
+    """Reads an unzipped archive: a folder laid out like the ZIP's top-level folder.
+
+    Every record is found when the folder is opened, and only regular files are records. A
+    symbolic link to a file is followed when the file is inside the folder (an archive
+    unpacked with links between its own files still reads); a link leading out of the folder,
+    to a folder (which could loop or leave), or nowhere is refused, naming the folder and the
+    record, as is a FIFO, device or socket. The folder is not watched once open: a file
+    replaced by a symbolic link afterwards is refused when read.
+    """
 
     mapped = False
     file_identity = None
 
     def __init__(self, folder: Union[str, os.PathLike]) -> None:
-        self.root = Path(folder)
         self.name = os.fspath(folder)
-        self.top_folder = self.root.name
+        self.top_folder = Path(folder).name
+        #: Record name -> the real path of its file.
+        self._files: dict[str, str] = {}
+        real_root = os.path.realpath(self.name)
+        inside = real_root.rstrip(os.sep) + os.sep
+
+        def fail(error: OSError) -> None:
+            raise error
+
+        for current, folders, files in os.walk(real_root, onerror=fail):
+            for entry in sorted(folders + files):
+                path = os.path.join(current, entry)
+                name = os.path.relpath(path, real_root).replace(os.sep, "/")
+                status = os.lstat(path)
+                if stat.S_ISDIR(status.st_mode):
+                    continue
+                check_record_name(name, self.name)
+                if stat.S_ISLNK(status.st_mode):
+                    target = os.path.realpath(path)
+                    if not target.startswith(inside):
+                        raise self._fail(name, f"is a symbolic link leading out of the folder (to {target})")
+                    try:
+                        status = os.stat(target)
+                    except OSError:
+                        raise self._fail(name, "is a symbolic link to nothing") from None
+                    if stat.S_ISDIR(status.st_mode):
+                        raise self._fail(name, "is a symbolic link to a folder; only links to files are followed")
+                    path = target
+                if not stat.S_ISREG(status.st_mode):
+                    raise self._fail(name, f"is {_file_kind(status.st_mode)}, not a regular file")
+                self._files[name] = path
+        if not self._files:
+            raise ArchiveFormatError(f"{self.name}: the folder holds no records; not an unzipped archive")
+        self._files = dict(sorted(self._files.items()))
+
+    def _fail(self, record: str, what: str) -> ArchiveFormatError:
+        return ArchiveFormatError(f"{self.name}: record {record!r} {what}")
 
     def names(self) -> list[str]:
-        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-
-    def _path(self, name: str) -> Path:
-        check_record_name(name, self.name)
-        return self.root / name
+        return list(self._files)
 
     def has_record(self, name: str) -> bool:
-        return self._path(name).is_file()
+        return name in self._files
 
     def read(self, name: str) -> bytes:
-        try:
-            return self._path(name).read_bytes()
-        except FileNotFoundError:
-            raise RecordNotFoundError(f"{self.name}: no record {name!r} in the archive") from None
+        path = self._files.get(name)
+        if path is None:
+            raise RecordNotFoundError(f"{self.name}: no record {name!r} in the archive")
+        with open_regular_file(path, self.name, name, follow_links=False) as handle:
+            return handle.read()
 
     def view(self, name: str, *, check_crc: bool = True) -> memoryview:
         return memoryview(self.read(name))
@@ -437,8 +540,19 @@ ArchiveReader = Union[ZipArchiveReader, DirectoryArchiveReader]
 
 
 def open_archive(source: ArchiveSource, *, use_mmap: MmapMode = True) -> ArchiveReader:
-    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        return DirectoryArchiveReader(source)
-    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
-        raise FileNotFoundError(f"{os.fspath(source)}: no such archive")
+    """A reader for an archive file, an unzipped archive folder, or bytes / a binary stream.
+
+    A path to anything else (a FIFO, a device, a socket) is refused at once: reading it
+    could block forever or never end.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such archive") from None
+        if stat.S_ISDIR(status.st_mode):
+            return DirectoryArchiveReader(source)
+        if not stat.S_ISREG(status.st_mode):
+            raise ArchiveFormatError(f"{path} is {_file_kind(status.st_mode)}, not an archive file or folder")
     return ZipArchiveReader(source, use_mmap=use_mmap)

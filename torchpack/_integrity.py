@@ -28,8 +28,9 @@ from typing import Any, NamedTuple
 from . import _digest as digest_module
 from . import _disk_cache as disk_cache
 from . import _records as records
-from ._archive_reader import ArchiveReader, file_identity
-from .errors import ArchiveFormatError, IntegrityError
+from ._archive_reader import ArchiveReader, ZipArchiveReader, file_identity
+from ._user_warnings import warn_once
+from .errors import ArchiveFormatError, IntegrityDowngradeWarning, IntegrityError
 
 #: Records at least this large that matched their digest are remembered per file (see
 #: CheckedReader._remembered_key); below it, hashing again is cheaper than asking the cache.
@@ -127,6 +128,40 @@ def read_integrity(reader: ArchiveReader) -> IntegrityRecord | None:
     if not reader.has_record(records.INTEGRITY):
         return None
     return parse_integrity(reader.read(records.INTEGRITY), reader.name)
+
+
+def is_downgraded(reader: ArchiveReader) -> bool:
+    """Whether an archive torchpack wrote has lost its integrity record (which it always writes).
+
+    Told by the ZIP layout, which deleting a record leaves as it was (see
+    :meth:`ZipArchiveReader.has_torchpack_layout`); a folder keeps no such trace.
+    """
+    return (
+        isinstance(reader, ZipArchiveReader)
+        and not reader.has_record(records.INTEGRITY)
+        and reader.has_torchpack_layout()
+    )
+
+
+def check_missing_integrity(reader: ArchiveReader, *, require: bool) -> None:
+    """For an archive without an integrity record: refuse it when ``require``; otherwise warn,
+    once per archive file, when torchpack wrote it (its record was removed after export)."""
+    if require:
+        raise IntegrityError(
+            f"{reader.name}: no integrity record ({records.INTEGRITY}); require_integrity=True refuses "
+            "archives whose records cannot be checked against digests (torch.package writes none)"
+        )
+    if not is_downgraded(reader):
+        return
+    # Once per archive file; an archive read from memory has no identity to remember.
+    subject = ("downgraded", os.path.realpath(reader.name), reader.file_identity) if reader.file_identity else object()
+    warn_once(
+        subject,
+        f"{reader.name}: written by torchpack, but its integrity record ({records.INTEGRITY}) is missing, "
+        "removed after export: records are checked against CRC-32s only. "
+        "PackageImporter(..., require_integrity=True) refuses such archives.",
+        IntegrityDowngradeWarning,
+    )
 
 
 def listing_problems(reader: ArchiveReader, integrity: IntegrityRecord) -> list[IntegrityProblem]:

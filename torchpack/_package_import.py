@@ -35,7 +35,7 @@ from . import _records as records
 from ._archive_reader import ArchiveReader, ArchiveSource, MmapMode, open_archive
 from ._gc import collector_paused
 from ._importlib_facade import FACADE_MODULES, make_facades
-from ._integrity import CheckedReader, extern_version_mismatches, parse_integrity, read_integrity
+from ._integrity import CheckedReader, check_missing_integrity, extern_version_mismatches, parse_integrity, read_integrity
 from ._mangling import PackageMangler, demangle
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
@@ -101,7 +101,10 @@ class PackageImporter(Importer):
     Archives with an integrity record have each record checked against its SHA-256 when it
     is first used (``integrity="on-use"``), or all of them on opening (``"eager"``);
     ``"trust-mapped"`` skips hashing the tensors mapped from the file, for archives checked
-    before (``torchpack verify``), so that loading a large model only maps it.
+    before (``torchpack verify``), so that loading a large model only maps it. An archive
+    torchpack wrote whose integrity record was removed gives an
+    :class:`IntegrityDowngradeWarning`; ``require_integrity=True`` refuses every archive
+    without one (torch.package's included) with an :class:`IntegrityError`.
     ``restricted=True`` refuses pickle globals outside the package's own modules and
     :data:`torchpack._restricted.DEFAULT_ALLOWED_GLOBALS` plus ``allowed_globals`` (globs
     such as ``"torch.nn.modules.**"``). An extern distribution installed at another version
@@ -133,6 +136,7 @@ class PackageImporter(Importer):
         strict_versions: bool = False,
         trusted_keys: Iterable[PublicKeySource] | None = None,
         signature: bytes | None = None,
+        require_integrity: bool = False,
     ) -> None:
         if integrity not in ("on-use", "eager", "trust-mapped"):
             raise ValueError(f"integrity must be 'on-use', 'eager' or 'trust-mapped', not {integrity!r}")
@@ -148,6 +152,7 @@ class PackageImporter(Importer):
             signed_integrity, _ = check_signature(reader, trusted_keys, signature=signature, sidecar=sidecar)
             self.integrity_record = parse_integrity(signed_integrity, reader.name)
         if self.integrity_record is None:
+            check_missing_integrity(reader, require=require_integrity)
             self.zip_reader: ArchiveReader | CheckedReader = reader
         else:
             self.zip_reader = CheckedReader(reader, self.integrity_record)

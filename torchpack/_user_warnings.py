@@ -1,4 +1,4 @@
-"""Warnings that point at the user's line, issued once per subject.
+"""Warnings that point at the user's line, optionally issued once per subject.
 
 ``warnings.warn(stacklevel=N)`` counts frames, and torchpack's entry points are reached
 through decorators and context managers (``collector_paused`` runs ``__init__`` inside
@@ -21,24 +21,23 @@ _warned: set[Hashable] = set()
 _warned_lock = threading.Lock()
 
 
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside torchpack and contextlib, as seen from
-    :func:`warnings.warn` called by :func:`warn_once`."""
-    frame = sys._getframe(2)  # the caller of warn_once
-    level = 2
+def warn_at_caller(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` pointing at the first frame outside torchpack and contextlib."""
+    level = 2  # stacklevel 2 is the frame that called this function
+    frame = sys._getframe(1)
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
         if not filename.startswith(_LIBRARY_FOLDER) and filename != _CONTEXTLIB_FILE:
-            return level
+            break
         frame = frame.f_back
         level += 1
-    return 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def warn_once(subject: Hashable, message: str, category: type[Warning]) -> None:
-    """Warn about ``subject`` once per process, at the user's line."""
+    """:func:`warn_at_caller`, once per process for each ``subject``."""
     with _warned_lock:
         if subject in _warned:
             return
         _warned.add(subject)
-    warnings.warn(message, category, stacklevel=_caller_stacklevel())
+    warn_at_caller(message, category)

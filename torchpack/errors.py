@@ -57,6 +57,19 @@ class ExternVersionWarning(UserWarning):
     """An extern distribution's installed version differs from the one recorded at export."""
 
 
+class IntegrityDowngradeWarning(UserWarning):
+    """An archive written by torchpack has lost its integrity record: only CRC-32s are checked.
+
+    torchpack always writes ``.data/torchpack/integrity.json``; an archive laid out as
+    torchpack lays it out but without one was changed after export. Refuse such archives with
+    ``PackageImporter(..., require_integrity=True)`` or ``torchpack verify --require-integrity``.
+    """
+
+
+class CacheDirectoryWarning(UserWarning):
+    """The on-disk cache folder is unsafe to trust (a symlink, someone else's, writable by others): not used."""
+
+
 class EmptyMatchError(TorchpackError):
     """A pattern passed with ``allow_empty=False`` matched no module by the time the exporter closed."""
 

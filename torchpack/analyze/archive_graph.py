@@ -190,8 +190,10 @@ def archive_graph(contents: ArchiveContents) -> DependencyGraph:
         package = module.name if module.is_package else module.name.rpartition(".")[0]
         try:
             references = shared_scan_cache.scan(module.source, package, module.record)
-        except (SyntaxError, ValueError, ImportError):
-            continue  # source that does not parse imports nothing we can tell
+        except (SyntaxError, ValueError, ImportError, RecursionError, MemoryError):
+            # Source that does not parse imports nothing we can tell. Python's parser answers
+            # nesting deeper than it can take with RecursionError or MemoryError, at once.
+            continue
         for reference in references:
             if reference.name is not None and contents.is_known(f"{reference.module}.{reference.name}"):
                 target = f"{reference.module}.{reference.name}"

@@ -28,8 +28,9 @@ from .archive_graph import record_data
 
 __all__ = ["MAX_DEPTH", "MAX_OPCODES", "NamedTensor", "storage_tensors", "tensor_names"]
 
-#: Opcodes modelled per pickle; past this the tensors keep their storage names.
-MAX_OPCODES = 2_000_000
+#: Opcodes modelled per pickle (as many as ``torchpack diff`` lists); past this the tensors
+#: keep their storage names. Each opcode adds at most one node of about 100 bytes.
+MAX_OPCODES = 200_000
 #: Steps in a name; tensors nested deeper are not named.
 MAX_DEPTH = 64
 #: Where ``nn.Module`` keeps its members: not part of a member's name.
@@ -48,7 +49,7 @@ class NamedTensor:
     storage: StorageReference
 
 
-@dataclass
+@dataclass(slots=True)
 class _Call:
     """An object a pickle builds by calling something: ``REDUCE``, ``NEWOBJ``, ``OBJ``, ``INST``."""
 
@@ -59,17 +60,17 @@ class _Call:
     appended: list[object] = field(default_factory=list)  # APPEND(S) on it
 
 
-@dataclass
+@dataclass(slots=True)
 class _Dict:
     items: list[tuple[object, object]] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class _List:
     items: list[object] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Storage:
     reference: StorageReference
 
@@ -205,7 +206,7 @@ def _key_step(key: object) -> str:
     return key if isinstance(key, str) else f"[{key!r}]" if isinstance(key, (int, float, bytes)) else "[?]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Path:
     """A name as a chain from its last step up to the root, so that each pending node of the
     walk costs one small object however deep it lies."""

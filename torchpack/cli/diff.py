@@ -5,11 +5,18 @@ are matched by name; for each changed one the difference is shown in its own ter
 
 * source and other text: a unified diff;
 * pickles: the globals added and removed, and a unified diff of the opcode listings
-  (``pickletools.dis`` without byte offsets, which would make every later line differ);
+  (as ``pickletools.dis`` lists them, but without byte offsets, which would make every later
+  line differ, and bounded: see the limits below);
 * tensor data (``.data/N.storage``): the tensors of each pickle stored there - pickle,
   storage key, dtype, element count - with how many elements changed and by how much at
   most, read in the dtype the pickle gives them;
 * the integrity record and serialization id: only named, as they follow from the others.
+
+Archives may be hostile, so the work stays linear in their size: a listing shows at most
+:data:`_MAX_LISTED_OPCODES` opcodes, cuts long arguments, and caps the indentation that
+shows nesting; line diffs compare only what lies between the lines both sides start and end
+with, and skip (saying so) a middle whose line pairs exceed :data:`_MAX_DIFFED_PAIRS`, as
+difflib's matching is quadratic in the worst case.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import io
 import pickletools
 import re
 from typing import Any
@@ -33,7 +39,17 @@ from ._output import json_errors, paint, print_json
 
 #: Records computed from all the others: they change whenever anything does.
 _DERIVED = {records.INTEGRITY: "integrity record", records.SERIALIZATION_ID: "serialization id"}
-_OFFSET = re.compile(r"^\s*\d+: ", re.MULTILINE)
+_HUNK_HEADER = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
+#: Opcodes listed per pickle; the globals of the whole pickle are compared all the same.
+_MAX_LISTED_OPCODES = 200_000
+#: Characters of an opcode's argument shown; a longer one ends with its length and a digest,
+#: so that two long arguments that differ still list differently.
+_MAX_ARGUMENT_TEXT = 200
+#: Mark nesting shown as indentation (4 spaces a level); deeper nesting is indented as this.
+_MAX_INDENT_LEVELS = 16
+#: Line pairs difflib may compare in the part of two texts that differs (about a second at
+#: worst); beyond it the record is reported changed without a line diff.
+_MAX_DIFFED_PAIRS = 2_000_000
 
 HELP = "records that differ between two archives, with readable differences"
 DESCRIPTION = "Compare two archives record by record; exit 0 when identical, 1 when they differ."
@@ -58,17 +74,70 @@ def _text(data: Any) -> str | None:
 
 
 def _unified(a_lines: list[str], b_lines: list[str], name: str, context: int) -> str:
-    """A unified diff with git's ``a/`` and ``b/`` prefixes on the record name."""
-    return "".join(difflib.unified_diff(a_lines, b_lines, f"a/{name}", f"b/{name}", n=context))
+    """A unified diff with git's ``a/`` and ``b/`` prefixes on the record name.
+
+    Lines both sides start and end with are matched in one linear pass; difflib sees only
+    the differing middle (with ``context`` lines around it), and only when it is small enough.
+    """
+    shorter = min(len(a_lines), len(b_lines))
+    same_start = 0
+    while same_start < shorter and a_lines[same_start] == b_lines[same_start]:
+        same_start += 1
+    same_end = 0
+    while same_end < shorter - same_start and a_lines[-1 - same_end] == b_lines[-1 - same_end]:
+        same_end += 1
+    a_differing, b_differing = len(a_lines) - same_start - same_end, len(b_lines) - same_start - same_end
+    if a_differing * b_differing > _MAX_DIFFED_PAIRS:
+        return (
+            f"(not shown: {a_differing:,} and {b_differing:,} lines differ from line {same_start + 1} on, "
+            f"more than the {_MAX_DIFFED_PAIRS:,} line pairs a diff compares)\n"
+        )
+    first = max(0, same_start - context)
+    a_end, b_end = len(a_lines) - max(0, same_end - context), len(b_lines) - max(0, same_end - context)
+    lines = difflib.unified_diff(a_lines[first:a_end], b_lines[first:b_end], f"a/{name}", f"b/{name}", n=context)
+    # Hunk headers count from the first line given to difflib: shift them back.
+    return "".join(
+        _HUNK_HEADER.sub(
+            lambda m: f"@@ -{int(m[1]) + first}{m[2] or ''} +{int(m[3]) + first}{m[4] or ''} @@", line, count=1
+        ) if line.startswith("@@") else line
+        for line in lines
+    )
+
+
+def _argument_text(argument: Any) -> str:
+    """``repr(argument)``, cut to a bounded length without building the whole text."""
+    if not isinstance(argument, (str, bytes)) or len(argument) <= _MAX_ARGUMENT_TEXT:
+        return repr(argument)
+    whole = argument.encode("utf-8", "surrogatepass") if isinstance(argument, str) else argument
+    digest = hashlib.sha256(whole).hexdigest()[:16]
+    return f"{argument[:_MAX_ARGUMENT_TEXT]!r}... ({len(argument):,} long, sha256 {digest}...)"
 
 
 def _opcode_listing(data: Any) -> list[str]:
-    out = io.StringIO()
+    """One line per opcode: its code, its name indented by mark nesting, its argument."""
+    lines: list[str] = []
+    marks: list[int] = []  # positions of the open marks
     try:
-        pickletools.dis(bytes(data), out)
+        for opcode, argument, position in pickletools.genops(bytes(data)):
+            if len(lines) == _MAX_LISTED_OPCODES:
+                lines.append(f"<listing stops after {_MAX_LISTED_OPCODES:,} opcodes>\n")
+                break
+            line = f"{repr(opcode.code)[1:-1]:<4} {' ' * 4 * min(len(marks), _MAX_INDENT_LEVELS)}{opcode.name}"
+            closes_mark = pickletools.markobject in opcode.stack_before
+            if argument is not None or closes_mark:
+                line = f"{line:<{len(line) - len(opcode.name) + 10}}"
+                if argument is not None:
+                    line += " " + _argument_text(argument)
+                if closes_mark:
+                    if not marks:
+                        raise ValueError(f"{opcode.name} without a mark")
+                    line += f" (MARK at {marks.pop()})"
+            if opcode.name == "MARK":
+                marks.append(position)
+            lines.append(line + "\n")
     except ValueError as error:  # a malformed pickle: list what could be read, then why it stopped
-        out.write(f"<unreadable from here: {error}>\n")
-    return _OFFSET.sub("", out.getvalue()).splitlines(keepends=True)
+        lines.append(f"<unreadable from here: {error}>\n")
+    return lines
 
 
 def _pickle_change(name: str, a: Any, b: Any, context: int) -> dict[str, Any]:
@@ -83,7 +152,10 @@ def _pickle_change(name: str, a: Any, b: Any, context: int) -> dict[str, Any]:
     b_globals = {f"{m}.{n}" for m, n in scans[1].globals} if scans[1] else set()
     change["globals_added"] = sorted(b_globals - a_globals)
     change["globals_removed"] = sorted(a_globals - b_globals)
-    change["diff"] = _unified(_opcode_listing(a), _opcode_listing(b), name, context)
+    a_listing, b_listing = _opcode_listing(a), _opcode_listing(b)
+    change["diff"] = _unified(a_listing, b_listing, name, context)
+    if not change["diff"] and len(a_listing) > _MAX_LISTED_OPCODES:
+        change["diff"] = f"(the opcodes differ after the first {_MAX_LISTED_OPCODES:,}, which are all that is listed)\n"
     return change
 
 

@@ -7,6 +7,7 @@ graph loading), and builds nothing.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._output import InputError, json_errors
@@ -36,5 +37,11 @@ def run(args: argparse.Namespace) -> int:
         graph = load_graph(workspace, [parse_pattern(text, current) for text in args.patterns])
     except USER_ERRORS as error:
         raise InputError(str(error)) from error
+    except RecursionError:
+        # tomllib and the graph's ordering recurse: a hostile workspace can nest past the limit.
+        raise InputError(
+            "the BUILD.toml files nest too deeply to read (a TOML value or a chain of deps deeper "
+            f"than Python's recursion limit, {sys.getrecursionlimit()})"
+        ) from None
     print_targets(workspace, graph, graph.order if args.deps else graph.requested, args.json)
     return 0

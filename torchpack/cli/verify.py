@@ -3,7 +3,9 @@
 Four checks, each reported per record or module:
 
 1. integrity - every record's CRC-32, and its size and digest against the integrity record
-   when there is one (torch.package archives have none: CRCs only);
+   when there is one (torch.package archives have none: CRCs only; an archive torchpack
+   wrote that lost its record is pointed out, and fails with ``--require-integrity``, as
+   does any archive without one);
 2. pickles - each one loads in a fresh, isolated :class:`PackageImporter`;
 3. extern modules - each can be found by this interpreter (located, not imported);
 4. provenance - installed versions of extern distributions against the recorded ones.
@@ -18,19 +20,25 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _records as records
 from .. import _signing as signing
 from .._archive_reader import open_archive
-from .._integrity import extern_version_mismatches, read_integrity, verify_records
+from .._integrity import extern_version_mismatches, is_downgraded, read_integrity, verify_records
 from .._resolution import module_exists
 from ..analyze.archive_graph import read_contents
-from ..errors import ArchiveFormatError, SignatureError, TorchpackError
+from ..errors import ArchiveFormatError, IntegrityDowngradeWarning, SignatureError, TorchpackError
 from ..importer import sys_importer
 from ._output import InputError, json_errors, paint, print_json
 
 _NO_INTEGRITY = "no integrity record (torch.package archive): digests not checked"
+_DOWNGRADED = (
+    "WARNING: written by torchpack, but its integrity record was removed after export: digests not checked "
+    "(--require-integrity fails such archives)"
+)
+_REQUIRED = "no integrity record: --require-integrity fails archives whose digests cannot be checked"
 
 HELP = "check integrity, that every pickle loads, extern modules and versions"
 DESCRIPTION = "Check archives' records, pickles and extern modules; exit 1 naming what failed in which archive."
@@ -45,6 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="PUB",
         help="an Ed25519 public key file (PEM, OpenSSH or raw); the archive must be signed by one (repeatable)",
     )
+    parser.add_argument("--require-integrity", action="store_true",
+                        help="fail (exit 1) when the archive has no integrity record, as torch.package's have none")
     parser.add_argument("--json", action="store_true", help="print a JSON document")
 
 
@@ -74,6 +84,8 @@ def _pickle_problem(archive: str, record: str) -> str | None:
         with warnings.catch_warnings():
             # torch's own deprecation notice for typed storages says nothing about the archive.
             warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            # A missing integrity record is reported once, by check(), not once per pickle.
+            warnings.filterwarnings("ignore", category=IntegrityDowngradeWarning)
             PackageImporter(archive).load_pickle(package.replace("/", "."), resource, map_location="cpu")
     except Exception as error:  # noqa: BLE001 - whatever the pickle raises is the finding
         return f"does not load: {type(error).__name__}: {_shorter(str(error), archive, record)}"
@@ -92,7 +104,7 @@ def _signature_result(archive: str, reader: Any, trusted_keys: list[str]) -> dic
     return {"ok": True, "key_id": key_id, "message": None}
 
 
-def check(archive: str, trusted_keys: list[str] = ()) -> dict[str, Any]:
+def check(archive: str, trusted_keys: Sequence[str] = (), require_integrity: bool = False) -> dict[str, Any]:
     """Every finding, grouped by check; ``ok`` is whether there were none."""
     reader = open_archive(archive)
     signature = _signature_result(archive, reader, list(trusted_keys))
@@ -107,6 +119,9 @@ def check(archive: str, trusted_keys: list[str] = ()) -> dict[str, Any]:
         integrity = read_integrity(reader)
     except ArchiveFormatError:
         integrity = None  # already reported by verify_records, naming the record
+    downgraded = integrity is None and is_downgraded(reader)
+    if integrity is None and require_integrity and not integrity_problems:
+        integrity_problems.append({"record": records.INTEGRITY, "message": _REQUIRED})
     corrupted = {problem["record"] for problem in integrity_problems}
     pickle_problems = []
     for record in sorted(contents.pickles) if signed else ():  # no trusted signer: load nothing
@@ -129,7 +144,8 @@ def check(archive: str, trusted_keys: list[str] = ()) -> dict[str, Any]:
         "ok": signed and not (integrity_problems or pickle_problems or extern_problems or version_problems),
         "signature": signature,
         "digests_checked": integrity is not None,
-        "note": None if integrity is not None or integrity_problems else _NO_INTEGRITY,
+        "integrity_record_removed": downgraded,
+        "note": None if integrity is not None or integrity_problems else _DOWNGRADED if downgraded else _NO_INTEGRITY,
         "integrity": integrity_problems,
         "pickles": {"checked": len(contents.pickles) if signed else 0, "problems": pickle_problems},
         "extern_modules": {"checked": len(contents.extern), "problems": extern_problems},
@@ -169,7 +185,7 @@ def _print_result(result: dict[str, Any]) -> None:
 @json_errors
 def run(args: argparse.Namespace) -> int:
     if len(args.archives) == 1:
-        result = check(args.archives[0], args.trusted_key)
+        result = check(args.archives[0], args.trusted_key, args.require_integrity)
         if args.json:
             print_json(result)
         else:
@@ -179,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     for position, archive in enumerate(args.archives):
         try:
-            result = check(archive, args.trusted_key)
+            result = check(archive, args.trusted_key, args.require_integrity)
         except (TorchpackError, OSError) as error:
             result = {"archive": archive, "ok": False, "error": str(error)}
         results.append(result)
