@@ -120,8 +120,13 @@ def test_diff_shows_a_difference_only_in_provenance_itself(installed, lab):
     a, b = lab["seed1"] / "mylab" / "tokenizer.pt", lab["fakelib11"] / "mylab" / "tokenizer.pt"
     result = torchpack(installed, lab, "diff", a, b)
     assert result.returncode == 1
-    assert "provenance (the only difference: the builds ran in different environments)\n" in result.stdout
-    assert "    fakelib 1.0 \u2192 1.1\n" in result.stdout
+    assert result.stdout == (
+        "changed .data/torchpack/integrity.json (integrity record, only its provenance differs: "
+        "the builds ran in different environments)\n"
+        "provenance: recorded build environments differ\n"
+        "    fakelib 1.0 \u2192 1.1\n"
+        "1 record differs: 0 added, 0 removed, 1 changed\n"
+    )
     document = json.loads(torchpack(installed, lab, "diff", "--json", a, b).stdout)
     assert document["provenance"] == [{"key": "extern_distributions.fakelib", "a": "1.0", "b": "1.1"}]
     assert {change["kind"] for change in document["changed"]} == {"derived"}

@@ -297,10 +297,10 @@ def _print_diff(diff: str) -> None:
         print("    " + (paint(line, style) if style else line))
 
 
-def _print_change(change: dict[str, Any]) -> None:
+def _print_change(change: dict[str, Any], derived_note: str) -> None:
     kind = change["kind"]
     if kind == "derived":
-        print(f"{paint('changed', 'yellow')} {change['record']} ({_DERIVED[change['record']]}, follows from the records above)")
+        print(f"{paint('changed', 'yellow')} {change['record']} ({_DERIVED[change['record']]}, {derived_note})")
         return
     print(f"{paint('changed', 'yellow')} {change['record']} ({kind}, {change['size_a']} -> {change['size_b']} bytes)")
     if kind == "storage":
@@ -348,14 +348,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"{paint('added', 'green')}   {name}")
     for name in result["removed"]:
         print(f"{paint('removed', 'red')} {name}")
+    # No record but the derived ones differ: the builds ran in different environments, and
+    # the provenance says which (the answer to "why do two machines' hashes differ").
+    only_provenance = bool(result["provenance"]) and not (
+        result["added"] or result["removed"] or any(change["kind"] != "derived" for change in result["changed"])
+    )
+    note = "only its provenance differs: the builds ran in different environments" if only_provenance \
+        else "follows from the records above"
     for change in result["changed"]:
-        _print_change(change)
+        _print_change(change, note)
     if result["provenance"]:
-        only = not any(change["kind"] != "derived" for change in result["changed"]) and not (result["added"] or result["removed"])
-        print(f"{paint('provenance', 'yellow')}" + (" (the only difference: the builds ran in different environments)" if only else ""))
+        print(f"{paint('provenance', 'yellow')}: recorded build environments differ")
         for item in result["provenance"]:
             print(f"    {_provenance_line(item)}")
     count = len(result["added"]) + len(result["removed"]) + len(result["changed"])
-    print(f"{count} record{'s' if count != 1 else ''} differ: {len(result['added'])} added, "
+    print(f"{count} record{'s differ' if count != 1 else ' differs'}: {len(result['added'])} added, "
           f"{len(result['removed'])} removed, {len(result['changed'])} changed")
     return 1
