@@ -104,12 +104,15 @@ def _skeleton(data: bytes) -> object:
             items.append(tuple(stack.pop_to_mark()))
         elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
             items.append(tuple(stack.pop_many(int(name[-1]))))
-        elif name in ("SETITEM", "SETITEMS", "APPEND", "APPENDS"):
-            added = stack.pop_many(2 if name == "SETITEM" else 1) if name in ("SETITEM", "APPEND") else stack.pop_to_mark()
+        elif name in ("SETITEM", "SETITEMS"):
+            added = stack.pop_many(2) if name == "SETITEM" else stack.pop_to_mark()
             target = items[-1] if items else None
-            if name.startswith("SET") and isinstance(target, (_Dict, _Call)):
+            if isinstance(target, (_Dict, _Call)):  # a _Call: an OrderedDict and the like
                 target.items.extend(_pairs(added))
-            elif isinstance(target, _List):
+        elif name in ("APPEND", "APPENDS"):
+            added = stack.pop_many(1) if name == "APPEND" else stack.pop_to_mark()
+            target = items[-1] if items else None
+            if isinstance(target, _List):
                 target.items.extend(added)
             elif isinstance(target, _Call):
                 target.appended.extend(added)
