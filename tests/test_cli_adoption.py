@@ -62,14 +62,17 @@ def lab(installed, tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("adoption")
     workspace = write_tree(root / "mylab-repo", {**MYLAB, **TOKENIZER})
-    site_packages = Path(installed.run(root, "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    purelib = installed.run(root, "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    site_packages = Path(purelib.stdout.strip())
     outs = {"seed1": root / "out-seed1", "fakelib11": root / "out-fakelib11", "seed2": root / "out-seed2"}
     build_file = workspace / "mylab" / "BUILD.toml"
     try:
-        for name, version, targets in (("fakelib11", "1.1", "//..."), ("seed1", "1.0", "//..."), ("seed2", "1.0", "//mylab:cnn")):
+        builds = (("fakelib11", "1.1", "//..."), ("seed1", "1.0", "//..."), ("seed2", "1.0", "//mylab:cnn"))
+        for name, version, targets in builds:
             for stale in site_packages.glob("fakelib*"):
                 shutil.rmtree(stale)
-            write_tree(site_packages, {path.format(version=version): text.format(version=version) for path, text in FAKELIB.items()})
+            write_tree(site_packages, {path.format(version=version): text.format(version=version)
+                                       for path, text in FAKELIB.items()})
             if name == "seed2":
                 build_file.write_text(build_file.read_text().replace("seed = 1", "seed = 2"))
             built = installed.run(workspace, "torchpack", "build", targets, "--out", str(outs[name]))

@@ -312,7 +312,8 @@ def _print_change(change: dict[str, Any], derived_note: str) -> None:
                 label = tensor["name"] or "the pickled tensor"
                 where = f"{paint(label, 'bold')} in {tensor['pickle']}: {tensor['dtype']} {shape}"
             else:
-                where = f"tensor in {tensor['pickle']}: storage {tensor['storage_key']}, {tensor['dtype']}, {tensor['numel']} elements"
+                where = (f"tensor in {tensor['pickle']}: storage {tensor['storage_key']}, {tensor['dtype']}, "
+                         f"{tensor['numel']} elements")
             print(f"    {where}: ", end="")
             if tensor["max_abs_diff"] is None:
                 print("size changed")

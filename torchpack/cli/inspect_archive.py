@@ -1,7 +1,8 @@
 """``torchpack inspect ARCHIVE``: what an archive holds, read without running any of it.
 
 Records with sizes (as a tree), interned / extern / mocked modules, every pickle with the
-globals it loads and its tensors by name and shape (``head.bias  float32 [2]``), tensor storages, the format version and the build's provenance. Pickles
+globals it loads and its tensors by name and shape (``head.bias  float32 [2]``), tensor
+storages, the format version and the build's provenance. Pickles
 are read at the opcode level (:mod:`torchpack._pickle_scan`), so inspecting an untrusted
 archive imports nothing from it.
 """
@@ -120,7 +121,9 @@ def describe(archive: str, include: list[str] | None, exclude: list[str]) -> dic
         "interned_modules": contents.interned,
         "extern_modules": sorted(contents.extern),
         "mocked_modules": contents.mocked,
-        "pickles": [_pickle_entry(reader, record, scan, sizes[record]) for record, scan in sorted(contents.pickles.items())],
+        "pickles": [
+            _pickle_entry(reader, record, scan, sizes[record]) for record, scan in sorted(contents.pickles.items())
+        ],
         "storages": _storages(contents, sizes),
         "provenance": _provenance(reader),
         "unreadable_records": contents.unreadable,

@@ -20,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("patterns", nargs="+", metavar="PATTERN", help="e.g. //... or //examples/tinynet:tinynet")
     parser.add_argument("--deps", action="store_true",
                         help="also list every target the matched ones depend on, dependencies first")
-    parser.add_argument("--out", type=Path, help="output folder the listed outputs are in (default: <workspace>/torchpack-out), as for build")
+    parser.add_argument("--out", type=Path,
+                        help="output folder the listed outputs are in, as for build (default: <workspace>/torchpack-out)")
     parser.add_argument("--json", action="store_true", help="print a JSON document")
 
 

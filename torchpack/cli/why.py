@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         known = [*contents.modules, *contents.extern]
         close = difflib.get_close_matches(args.module, known, n=3, cutoff=0.6)
         # The last part alone catches a right module name under the wrong package.
-        close += [name for name in known if name.rpartition(".")[2] == args.module.rpartition(".")[2] and name not in close]
+        last_part = args.module.rpartition(".")[2]
+        close += [name for name in known if name.rpartition(".")[2] == last_part and name not in close]
         hint = f"; did you mean {' or '.join(repr(name) for name in close[:3])}?" if close else ""
         raise InputError(
             f"{args.archive}: module {args.module!r} is not in the archive (neither interned, extern nor mocked){hint}"
