@@ -60,9 +60,14 @@ def test_tensors_and_containers_load_with_the_default_allow_list(tmp_path: Path)
     assert set(loaded["state"]) == {"weight", "bias"}
 
 
-def test_classes_from_interned_modules_are_allowed(tmp_path: Path) -> None:
+def test_classes_from_interned_modules_need_the_callers_trust(tmp_path: Path) -> None:
     archive = _export(tmp_path / "model.pt", "model.pkl", Scaler(), intern=True)
-    model = PackageImporter(archive, restricted=True).load_pickle("data", "model.pkl")
+    importer = PackageImporter(archive, restricted=True)
+    with pytest.raises(RestrictedLoadError, match=r"trusted_modules=\['restricted_pkgs.payloads'\]"):
+        importer.load_pickle("data", "model.pkl")
+    assert "restricted_pkgs.payloads" not in importer.modules
+    trusting = PackageImporter(archive, restricted=True, trusted_modules=["restricted_pkgs.**"])
+    model = trusting.load_pickle("data", "model.pkl")
     assert torch.equal(model(torch.ones(3)), torch.full((3,), 2.0))
 
 
@@ -84,7 +89,7 @@ def test_interned_module_that_shadows_an_allowed_name_is_still_checked(tmp_path:
         exporter.intern("restricted_pkgs.**")
         exporter.save_pickle("data", "model.pkl", Scaler())
         exporter.save_pickle("data", "evil.pkl", RunsCommand("true"))
-    importer = PackageImporter(archive, restricted=True)
+    importer = PackageImporter(archive, restricted=True, trusted_modules=["restricted_pkgs.**"])
     assert isinstance(importer.load_pickle("data", "model.pkl"), torch.nn.Module)
     with pytest.raises(RestrictedLoadError, match=r"posix\.system"):
         importer.load_pickle("data", "evil.pkl")

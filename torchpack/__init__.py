@@ -11,15 +11,23 @@ from typing import Any
 
 from .errors import (
     ArchiveFormatError,
+    CacheDirectoryWarning,
     EmptyMatchError,
     ExternVersionError,
     ExternVersionWarning,
+    IntegrityDowngradeWarning,
     IntegrityError,
+    MaterializedViewError,
+    MaterializedViewWarning,
     ObjMismatchError,
     ObjNotFoundError,
     PackagingError,
+    PickleDataError,
     RecordNotFoundError,
     RestrictedLoadError,
+    SignatureError,
+    SigningKeyError,
+    SigningUnavailableError,
     TorchpackError,
 )
 
@@ -34,6 +42,7 @@ _LAZY_NAMES = {
     "PackageExporter": "package_exporter",
     "PackageImporter": "package_importer",
     "is_from_package": "analyze.is_from_package",
+    "save_distribution_metadata": "_distributions",
 }
 # Submodules that `import torch.package` makes available as attributes, as ours are here.
 _LAZY_SUBMODULES = frozenset(
@@ -66,23 +75,32 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ArchiveFormatError",
+    "CacheDirectoryWarning",
     "Directory",
     "EmptyMatchError",
     "ExternVersionError",
     "ExternVersionWarning",
     "GlobGroup",
     "Importer",
+    "IntegrityDowngradeWarning",
     "IntegrityError",
+    "MaterializedViewError",
+    "MaterializedViewWarning",
     "ObjMismatchError",
     "ObjNotFoundError",
     "OrderedImporter",
     "PackageExporter",
     "PackageImporter",
     "PackagingError",
+    "PickleDataError",
     "RecordNotFoundError",
     "RestrictedLoadError",
+    "SignatureError",
+    "SigningKeyError",
+    "SigningUnavailableError",
     "TorchpackError",
     "analyze",
     "is_from_package",
+    "save_distribution_metadata",
     "sys_importer",
 ]

@@ -87,10 +87,17 @@ class PackageExporter:
         debug: bool = False,
         *,
         pattern_precedence: PatternPrecedence = "first-declared",
+        requires: Sequence[str] = (),
+        entry_point: str | None = None,
     ) -> None:
         if pattern_precedence not in ("first-declared", "most-specific"):
             raise ValueError(f"pattern_precedence must be 'first-declared' or 'most-specific', not {pattern_precedence!r}")
         self._most_specific_wins = pattern_precedence == "most-specific"
+        # The build layer's pins (PEP 508 text, recorded in the provenance) and the
+        # ``module:function`` that ``torchpack run`` calls; neither is written when unset,
+        # so other archives keep their bytes.
+        self._requires = tuple(requires)
+        self._entry_point = entry_point
         if isinstance(importer, Importer):
             self.importer = importer
         elif isinstance(importer, collections.abc.Sequence):
@@ -603,6 +610,8 @@ class PackageExporter:
         optional_missing = self.optional_missing_modules()
         if optional_missing:  # written only when needed: other archives keep their bytes
             stage(records.OPTIONAL_MISSING, "".join(f"{name}\n" for name in optional_missing).encode())
+        if self._entry_point is not None:
+            stage(records.ENTRY_POINT, f"{self._entry_point}\n".encode())
         stage(records.PYTHON_VERSION, platform.python_version().encode())
         stage(records.VERSION, f"{records.FORMAT_VERSION}\n".encode())
         stage(records.BYTEORDER, sys.byteorder.encode())
@@ -612,7 +621,7 @@ class PackageExporter:
         self._writer.write_record(records.SERIALIZATION_ID, serialization_id.encode())
         written_digests = {name: (r.size, r.digest) for name, r in written.items()}
         self._writer.write_record(
-            records.INTEGRITY, records.integrity_document(written_digests, records.provenance(extern))
+            records.INTEGRITY, records.integrity_document(written_digests, records.provenance(extern, self._requires))
         )
 
 __all__ = ["PackageExporter", "PackagingError", "EmptyMatchError", "TorchpackError"]

@@ -37,11 +37,19 @@ from ._gc import collector_paused
 from ._importlib_facade import FACADE_MODULES, make_facades
 from ._integrity import CheckedReader, check_missing_integrity, extern_version_mismatches, parse_integrity, read_integrity
 from ._mangling import PackageMangler, demangle
+from ._materialize import MaterializedView, MaterializeSpec, materialize as materialize_view, more_facades
 from ._pickling import PackageUnpickler
 from ._resources import ArchiveFiles, PackageResourceReader
 from ._source_scan import resolve_relative
 from ._stdlib import is_stdlib_module
-from ._storage import MapLocation, restore_location, storage_from_record, typed_storage
+from ._storage import (
+    DATA_ERRORS,
+    MapLocation,
+    restore_location,
+    storage_class_dtype,
+    storage_from_record,
+    typed_storage,
+)
 from ._torchscript import (
     StorageContext,
     call_package_reducer,
@@ -51,10 +59,18 @@ from ._torchscript import (
     share_storage,
     shared_storage,
 )
-from ._restricted import GlobalPolicy
+from ._restricted import GlobalPolicy, RestrictedUnpickler, untrusted_code_message
 from ._signing import PublicKeySource, check_signature, signature_path
 from ._user_warnings import warn_once
-from .errors import ArchiveFormatError, ExternVersionError, ExternVersionWarning, RecordNotFoundError
+from .errors import (
+    ArchiveFormatError,
+    ExternVersionError,
+    ExternVersionWarning,
+    PickleDataError,
+    RecordNotFoundError,
+    RestrictedLoadError,
+    TorchpackError,
+)
 from .file_structure_representation import Directory, directory_from_records
 from ._resolution import module_exists
 from .importer import PACKAGE_IMPORTER_MODULE, Importer, sys_importer
@@ -105,11 +121,16 @@ class PackageImporter(Importer):
     torchpack wrote whose integrity record was removed gives an
     :class:`IntegrityDowngradeWarning`; ``require_integrity=True`` refuses every archive
     without one (torch.package's included) with an :class:`IntegrityError`.
-    ``restricted=True`` refuses pickle globals outside the package's own modules and
-    :data:`torchpack._restricted.DEFAULT_ALLOWED_GLOBALS` plus ``allowed_globals`` (globs
-    such as ``"torch.nn.modules.**"``). An extern distribution installed at another version
-    than the recorded one gives an :class:`ExternVersionWarning`, or with
-    ``strict_versions=True`` an :class:`ExternVersionError`.
+    ``restricted=True`` is for archives that are not trusted (see :mod:`torchpack._restricted`):
+    pickles get only :data:`torchpack._restricted.DEFAULT_GLOBALS` and what ``allowed_globals``
+    allows (``"module:qualname"`` globs, or ``"torch.nn.modules.**"``-style globs over
+    top-level names), and no packaged module runs unless ``trusted_modules`` (globs such as
+    ``"mylab.**"``) names it, which also allows its globals. An extern distribution installed
+    at another version than the recorded one gives an :class:`ExternVersionWarning`, or with
+    ``strict_versions=True`` an :class:`ExternVersionError`. ``materialize`` (``True``, or
+    globs such as ``"transformers.**"``) extracts those modules' files into torchpack's cache
+    and points their ``__file__`` and ``__path__`` there, for libraries that list or open
+    their own files (see :mod:`torchpack._materialize`).
 
     ``trusted_keys`` (Ed25519 public keys: key objects, key file contents as bytes, or key
     file paths) makes the archive load only if one of them signed it (``torchpack sign``):
@@ -133,7 +154,9 @@ class PackageImporter(Importer):
         integrity: IntegrityMode = "on-use",
         restricted: bool = False,
         allowed_globals: Iterable[str] = (),
+        trusted_modules: Iterable[str] = (),
         strict_versions: bool = False,
+        materialize: MaterializeSpec = False,
         trusted_keys: Iterable[PublicKeySource] | None = None,
         signature: bytes | None = None,
         require_integrity: bool = False,
@@ -171,10 +194,12 @@ class PackageImporter(Importer):
         self._check_extern_versions(strict_versions)
         self._extern_set = frozenset(self.extern_modules)
         self._index = self._index_modules()
+        self._view: MaterializedView | None = None
+        if materialize is not False:
+            self._view = materialize_view(self.zip_reader, self.integrity_record, materialize, self.filename)
+        self._more_facades = more_facades(self._view, self._record_names, self.import_module, self.load_text)
         self._extern_parents = self._place_extern_parents()
-        self._global_policy = (
-            GlobalPolicy(frozenset(self._index) - self._extern_set, allowed_globals) if restricted else None
-        )
+        self._global_policy = GlobalPolicy(self._owns, allowed_globals, trusted_modules) if restricted else None
         self._mangler = PackageMangler()
         self.modules = {PACKAGE_IMPORTER_MODULE: self}
         # Packaged code imports through this importer: its modules get these builtins.
@@ -285,6 +310,10 @@ class PackageImporter(Importer):
         # Below an extern module the environment decides (`pathlib.Path` is no module).
         return self._is_extern(name) and module_exists(sys_importer, name)
 
+    def _owns(self, name: str) -> bool:
+        """Whether ``name`` loads from the archive (not from the environment as an extern)."""
+        return name in self._index and not self._is_extern(name)
+
     def _is_extern(self, name: str) -> bool:
         """Whether ``name`` comes from the environment rather than from the archive.
 
@@ -369,10 +398,28 @@ class PackageImporter(Importer):
         dtypes: dict[Any, torch.dtype] = {}  # storage class -> dtype, for this load
 
         def persistent_load(saved_id: Any) -> Any:
+            try:
+                return load_persistent(saved_id)
+            except (TorchpackError, RecursionError):
+                raise
+            except DATA_ERRORS as error:
+                # Raised by torch on an odd id (or by map_location on its storage): the
+                # archive's data is at fault; the cause is kept, so a torchpack fault shows.
+                raise PickleDataError(f"persistent id {saved_id!r:.100}: {error}") from error
+
+        def load_persistent(saved_id: Any) -> Any:
+            if type(saved_id) is not tuple or not saved_id:
+                raise PickleDataError(f"the persistent id {saved_id!r:.100} is not a tuple")
             kind = saved_id[0].decode("ascii") if isinstance(saved_id[0], bytes) else saved_id[0]
             if kind == "storage":
+                if len(saved_id) != 5:
+                    raise PickleDataError(f"the storage persistent id {saved_id!r:.100} has not 5 fields")
                 storage_class, key, location, _count = saved_id[1:]
-                key = key.decode("ascii") if isinstance(key, bytes) else str(key)
+                key = key.decode("ascii") if isinstance(key, bytes) else key
+                if type(key) is int:  # keys are strings; some writers' are numbers
+                    key = str(key)
+                if type(key) is not str or type(location) is not str:
+                    raise PickleDataError(f"the storage persistent id {saved_id!r:.100} has an odd key or location")
                 storage = located_storages.get(key)
                 if storage is None:
                     if storage_context is not None:  # an archive with TorchScript
@@ -382,13 +429,13 @@ class PackageImporter(Importer):
                         if storage_context is not None:
                             share_storage(storage_context, key, storage)
                     located_storages[key] = storage
-                dtype = dtypes.get(storage_class)
+                dtype = dtypes.get(storage_class) if isinstance(storage_class, type) else None
                 if dtype is None:
-                    # `_dtype`: the public `dtype` of the legacy storage classes warns that they are deprecated.
-                    dtype = torch.uint8 if storage_class is torch.UntypedStorage else storage_class._dtype
-                    dtypes[storage_class] = dtype
+                    dtype = dtypes[storage_class] = storage_class_dtype(storage_class)
                 return typed_storage(storage, dtype)
             if kind == "reduce_package":
+                if len(saved_id) not in (3, 4):
+                    raise PickleDataError(f"the persistent id {saved_id!r:.100} has not 3 or 4 fields")
                 if len(saved_id) == 3:  # archives from before reduce ids existed
                     _, func, args = saved_id
                     return call_package_reducer(self, func, args)
@@ -396,13 +443,21 @@ class PackageImporter(Importer):
                 if reduce_id not in loaded_reduces:
                     loaded_reduces[reduce_id] = call_package_reducer(self, func, args)
                 return loaded_reduces[reduce_id]
-            raise ArchiveFormatError(f"{self.zip_reader.name}: {pickle_name} has an unknown persistent id {kind!r}")
+            raise PickleDataError(f"unknown persistent id kind {kind!r:.60}")
 
         data = self.zip_reader.read(pickle_name)
-        allow_global = None
-        if self._global_policy is not None:
-            allow_global = self._global_policy.checker(self.filename, pickle_name)
-        unpickler = PackageUnpickler(io.BytesIO(data), self, persistent_load, allow_global)
+        unpickler: Any
+        if self._global_policy is None:
+            unpickler = PackageUnpickler(io.BytesIO(data), self, persistent_load)
+        else:
+            unpickler = RestrictedUnpickler(
+                data,
+                policy=self._global_policy,
+                import_module=self.import_module,
+                persistent_load=persistent_load,
+                archive=self.filename,
+                record=pickle_name,
+            )
         self._load_state.map_location = map_location
         self._load_state.storage_context = storage_context
         try:
@@ -410,6 +465,8 @@ class PackageImporter(Importer):
         except (pickle.UnpicklingError, EOFError) as error:
             # The bytes passed their checks but are no pickle: a damaged or hand-made archive.
             raise ArchiveFormatError(f"{self.zip_reader.name}: {pickle_name} is not a valid pickle: {error}") from None
+        except PickleDataError as error:
+            raise PickleDataError(f"{self.zip_reader.name}: {pickle_name}: {error}") from error.__cause__
         finally:
             self._load_state.map_location = None
             self._load_state.storage_context = None
@@ -531,9 +588,11 @@ class PackageImporter(Importer):
         return module
 
     def _load(self, name: str) -> Any:
-        if name in FACADE_MODULES and self._is_extern(name):
+        if (name in FACADE_MODULES or name in self._more_facades) and self._is_extern(name):
             # Packaged code's importlib resolves module names through this importer.
             facades = make_facades(self.import_module)
+            for add_facade in self._more_facades.values():
+                add_facade(facades)
             for facade_name, facade in facades.items():
                 self.modules.setdefault(facade_name, facade)
             return self.modules[name]
@@ -566,14 +625,23 @@ class PackageImporter(Importer):
         namespace["__builtins__"] = self._builtins
         namespace["__torch_package__"] = True
         namespace["__cached__"] = None
+        view = self._view
         if entry.is_package:
-            folder = self._mangler.mangle(name.replace(".", "/"))
+            folder = (view and view.folder_of(name)) or self._mangler.mangle(name.replace(".", "/"))
             spec.submodule_search_locations = [folder]
             namespace["__path__"] = spec.submodule_search_locations
         code = None
         if entry.filename is not None:
-            filename = self._mangler.mangle(entry.filename)
+            if self._global_policy is not None and not self._global_policy.trusts(name):
+                where = f"importing {entry.filename} would run"
+                raise RestrictedLoadError(untrusted_code_message(self.filename, name, where))
+            # In a materialized view, code names its real file too: libraries split the
+            # paths of their functions' code (transformers' docstrings do).
+            extracted = view and view.file_of(entry.filename)
+            filename = extracted or self._mangler.mangle(entry.filename)
             namespace["__file__"] = filename
+            if extracted:
+                spec.origin = extracted
             raw = self.zip_reader.read(entry.filename)
             source = raw.decode("utf-8")
             # Prime linecache so tracebacks and inspect show packaged lines at once.
@@ -589,6 +657,11 @@ class PackageImporter(Importer):
                 self.modules.pop(name, None)
                 sys.modules.pop(mangled_name, None)
                 raise
+            # As CPython: a module may replace itself in sys.modules while it runs
+            # (transformers installs a lazy module that way); importers get the replacement.
+            replacement = sys.modules.get(mangled_name, module)
+            if replacement is not module:
+                self.modules[name] = module = replacement
         return module
 
     def _load_fromlist(self, module: Any, fromlist: Any, *, recursive: bool = False) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ._gc import collector_paused
-from ._storage import cpu_tagged_first, fake_mode_possible, plain_tensor_reduction, rebuild_tensor
+from ._storage import checked_rebuild, cpu_tagged_first, plain_tensor_reduction
 from .importer import Importer, sys_importer
 
 PersistentId = Callable[[Any], Any]
@@ -160,30 +160,18 @@ def _resolve(module: Any, qualname: str) -> Any:
 
 
 class PackageUnpickler(pickle.Unpickler):
-    """C unpickler resolving globals through a package's importer."""
+    """C unpickler resolving globals through a package's importer (ordinary, unrestricted loads)."""
 
-    def __init__(
-        self,
-        file: io.BytesIO,
-        importer: Importer,
-        persistent_load: Callable[[Any], Any],
-        allow_global: Callable[[str, str], None] | None = None,
-    ) -> None:
+    def __init__(self, file: io.BytesIO, importer: Importer, persistent_load: Callable[[Any], Any]) -> None:
         super().__init__(file)
         self._importer = importer
         # Set directly rather than forwarded by a method: one Python call less per tensor.
         self.persistent_load = persistent_load
-        self._allow_global = allow_global
 
     def load(self) -> Any:
         with collector_paused():
             return super().load()
 
     def find_class(self, module: str, name: str) -> Any:
-        if self._allow_global is not None:
-            self._allow_global(module, name)
-        found = _resolve(self._importer.import_module(module), name)
         # Called once per global a pickle names, not per use: the swap and its check cost nothing.
-        if found is torch._utils._rebuild_tensor_v2 and not fake_mode_possible():
-            return rebuild_tensor
-        return found
+        return checked_rebuild(_resolve(self._importer.import_module(module), name))

@@ -25,6 +25,8 @@ SERIALIZATION_ID = ".data/serialization_id"
 INTEGRITY = ".data/torchpack/integrity.json"
 #: Modules left out at export as optional and not installed, one per line (torchpack only).
 OPTIONAL_MISSING = ".data/torchpack/optional_missing"
+#: ``module:function`` and a newline: what ``torchpack run`` calls (BUILD.toml ``main``).
+ENTRY_POINT = ".data/torchpack/entry_point"
 BYTEORDER = "byteorder"
 
 
@@ -115,8 +117,9 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
-def provenance(extern_modules: Iterable[str]) -> dict[str, object]:
-    """Versions of the tools and of every extern top-level distribution, for the integrity record."""
+def provenance(extern_modules: Iterable[str], requires: Iterable[str] = ()) -> dict[str, object]:
+    """Versions of the tools and of every extern top-level distribution, for the integrity record;
+    ``requires``, the build's PEP 508 pins, only when there are some (other archives keep their bytes)."""
     import torch
 
     from . import __version__
@@ -127,7 +130,9 @@ def provenance(extern_modules: Iterable[str]) -> dict[str, object]:
             version = installed_version(dist)
             if version is not None:
                 distributions[dist] = version
+    pins = list(requires)
     return {
+        **({"requires": pins} if pins else {}),
         "torchpack": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -46,7 +46,13 @@ class SigningUnavailableError(TorchpackError, ImportError):
 
 
 class RestrictedLoadError(TorchpackError, RuntimeError):
-    """Restricted loading refused a pickle global outside the allow-list."""
+    """Restricted loading refused a pickle: a global outside the allow-list, packaged code not
+    trusted, a call or opcode it does not allow, or an allocation over its budget."""
+
+
+class PickleDataError(ArchiveFormatError):
+    """A pickle's data does not describe what it claims: an odd persistent id, odd arguments to
+    a tensor rebuild, a tensor reaching outside its storage record."""
 
 
 class ExternVersionError(TorchpackError, RuntimeError):
@@ -68,6 +74,14 @@ class IntegrityDowngradeWarning(UserWarning):
 
 class CacheDirectoryWarning(UserWarning):
     """The on-disk cache folder is unsafe to trust (a symlink, someone else's, writable by others): not used."""
+
+
+class MaterializedViewError(TorchpackError, OSError):
+    """A materialized view (see torchpack._materialize) could not be extracted intact."""
+
+
+class MaterializedViewWarning(UserWarning):
+    """A materialized view on disk did not match its archive and was extracted again."""
 
 
 class EmptyMatchError(TorchpackError):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,19 @@ def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> s
         wrong.append(action_args[action_args.index("--definition") + 1])
     for name in wrong:
         log = log.replace(f"error: {name}:", f"error: {build_file}:")
+    log = _MISSING_MODULE.sub(_srcs_hint, log)
     return log if log.endswith("\n") or not log else log + "\n"
+
+
+# The sandbox holds only declared files: a workspace module left out of `srcs` is simply
+# not there, and Python says no more than this.
+_MISSING_MODULE = re.compile(r"No module named '([A-Za-z_][\w.]*)'(?!;)")
+
+
+def _srcs_hint(match: "re.Match[str]") -> str:
+    path = match.group(1).replace(".", "/")
+    return (f"{match.group(0)}; under Bazel the export sees only declared files: if it is workspace code, "
+            f"list {path}.py (or {path}/__init__.py) in srcs")
 
 
 def _sign(argv: list[str]) -> int:

@@ -58,7 +58,8 @@ import sys
 assert sys.version_info[0] == 3, sys.version
 import importlib.metadata as metadata
 import importlib.util as util
-print("torch:", "yes" if util.find_spec("torch") else "no")
+missing = [name for name in ("torch", "blake3", "isal", "packaging") if util.find_spec(name) is None]
+print("missing:", " ".join(missing))
 print("python:", sys.version.replace("\\n", " "), sys.implementation.cache_tag)
 for line in sorted({"%s==%s" % (d.metadata["Name"], d.version) for d in metadata.distributions()}):
     print(line)
@@ -102,8 +103,9 @@ _DEFS = """\
 # Absolute path of the Python interpreter (not resolved through symlinks).
 INTERPRETER = "{interpreter}"
 
-# Whether that interpreter could import torch when the repository was created.
-HAS_TORCH = {has_torch}
+# Whether that interpreter could import torch: always True, since the repository rule
+# fails on an interpreter lacking torch or another torchpack dependency.
+HAS_TORCH = True
 """
 
 def _torchpack_python_repository_impl(rctx):
@@ -120,19 +122,18 @@ def _torchpack_python_repository_impl(rctx):
     if probe.return_code != 0:
         fail("rules_torchpack: %s (from %s) is not a working Python 3 interpreter:\n%s" %
              (interpreter, origin, probe.stderr))
-    has_torch = probe.stdout.startswith("torch: yes\n")
-    if not has_torch:
-        # buildifier: disable=print
-        print("WARNING: rules_torchpack: %s (from %s) cannot import torch; " % (interpreter, origin) +
-              "torch_package targets will fail. Install torch there or pass " +
-              "--repo_env=%s=/path/to/bin/python." % _ENV)
+    missing = [name for name in probe.stdout.partition("\n")[0][len("missing:"):].split(" ") if name]
+    if missing:
+        # Checked here, once, rather than failing deep inside every TorchPackage action.
+        fail(("rules_torchpack: the Python interpreter %s (from %s) cannot import %s, " +
+              "which torchpack needs. Install them into it (%s -m pip install %s, or " +
+              "pip install the torchpack checkout there), or point Bazel at an interpreter " +
+              "that has them: --repo_env=%s=/absolute/path/to/bin/python") %
+             (interpreter, origin, ", ".join(missing), interpreter, " ".join(missing), _ENV))
     rctx.file("environment.txt", probe.stdout)
     rctx.file("WORKSPACE.bazel", 'workspace(name = "%s")\n' % rctx.name)
     rctx.file("BUILD.bazel", _BUILD.replace("{interpreter}", interpreter).replace("{origin}", origin))
-    rctx.file("defs.bzl", _DEFS.replace("{interpreter}", interpreter).replace(
-        "{has_torch}",
-        "True" if has_torch else "False",
-    ))
+    rctx.file("defs.bzl", _DEFS.replace("{interpreter}", interpreter))
 
 torchpack_python_repository = repository_rule(
     implementation = _torchpack_python_repository_impl,

@@ -3,7 +3,7 @@
 Usage::
 
     python -m torchpack.build.action --definition DEF.json --workspace ROOT --output OUT.pt \\
-        [--dep LABEL=ARCHIVE ...] [--report REPORT.json] [--confine] [--verbose]
+        [--dep LABEL=ARCHIVE ...] [--report REPORT.json] [--confine] [--python-path FOLDER ...] [--verbose]
 
 ``python -m torchpack.build`` runs every export through this module, in a fresh interpreter
 with a sanitised environment; the Bazel rule runs the same module, so both produce the same
@@ -53,8 +53,13 @@ label; file paths are relative to the workspace root::
       "sources": {"pkg.mod": {"source": "...", "package": false}},  # save_source_string
       "text":    {"pkg/config.json": "examples/tinynet/config.json"},  # record: file (UTF-8)
       "binary":  {"pkg/blob.bin": "examples/tinynet/blob.bin"},      # record: file
-      "pickle":  {"pkg/model.pkl": OBJECT, ...}       # save_pickle, in record order
+      "pickle":  {"pkg/model.pkl": OBJECT, ...},      # save_pickle, in record order
+      "requires": ["numpy>=2,<3"],                    # only when set: PEP 508 pins, checked
+                                                      #   first, recorded in the provenance
+      "main":    "pkg.serve:main"                     # only when set: the entry point
     }
+
+BUILD.toml's ``data`` globs are expanded into ``binary`` entries; a definition has no ``data``.
 
     ACTION = {"include": ["glob", ...], "exclude": ["glob", ...], "allow_empty": true}
     OBJECT = {"call": "module:function", "args": {...}, "dep_args": {"name": LOADED}}
@@ -76,6 +81,7 @@ import importlib
 import importlib.util
 import json
 import os
+import posixpath
 import random
 import signal
 import sys
@@ -88,8 +94,11 @@ from pathlib import Path
 from typing import Any
 
 from .cache import file_digest, temporary_prefix
+from .data_files import carry_dep_resources, package_path
 from .labels import Label, LabelError, parse_label
-from .schema import BuildFileError, Call, Loaded, PickleSource, Target, split_record, target_error, target_from_definition
+from .schema import (
+    BuildFileError, Call, Loaded, PickleSource, Target, locate_target_line, split_record, target_error, target_from_definition,
+)
 
 Key = tuple[str | int, ...]
 ACTIONS_KEY: Key = ("intern/extern/mock/deny",)
@@ -127,6 +136,34 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _in_build_terms(target: Target, root: Path, error: Any) -> ExportError:
+    """A PackagingError as what to change in the BUILD.toml: for a module no pattern matches,
+    the pattern to add and the key to add it to; for every module the import chain that
+    pulled it in (``<mylab.cnn.pkl> -> mylab.cnn -> numpy``, a pickle in angle brackets)."""
+    from torchpack.errors import BrokenReason
+
+    parts, keys = [], []
+    for reason, modules in error.by_reason.items():
+        for module in modules:
+            chain = f" (import chain: {' -> '.join(module.import_path or (module.name,))})"
+            if reason is not BrokenReason.NO_ACTION:
+                parts.append(f"{module.name}: {reason.description} Hint: {reason.hint}.{chain}")
+                keys.append(ACTIONS_KEY)
+                continue
+            top = module.name.partition(".")[0]
+            spec = importlib.util.find_spec(top) if top not in sys.modules else sys.modules[top].__spec__
+            origin = getattr(spec, "origin", None) or next(iter(getattr(spec, "submodule_search_locations", None) or []), None)
+            # Workspace code is what a target interns; anything installed is left to the
+            # loading environment.
+            kind = "intern" if origin and Path(origin).resolve().is_relative_to(root) else "extern"
+            line = locate_target_line(root, target.label, (kind,))
+            where = f" ({target.label.build_file}:{line})" if line else ""
+            parts.append(f'{module.name} matches no pattern: add "{top}.**" to {kind} of {target.label}{where}{chain}')
+            keys.append((kind,))
+    # The error's own line points at the key to change when there is one.
+    return ExportError(keys[0] if len(set(keys)) == 1 else ACTIONS_KEY, "; ".join(parts))
+
+
 def _resolve(spec: str, key: Key) -> Any:
     module_name, _, qualname = spec.partition(":")
     try:
@@ -158,12 +195,13 @@ class _ReadRecorder:
             self.paths.add(os.path.abspath(os.fsdecode(path)))
 
 
-def _set_sys_path(root: Path) -> None:
+def _set_sys_path(root: Path, python_path: tuple[str, ...]) -> None:
     # Without -P (safe_path), sys.path[0] is the caller's cwd or script folder: an accident of
     # how the interpreter was started, not an input of the build.
     entries = sys.path if getattr(sys.flags, "safe_path", False) else sys.path[1:]
     torchpack_home = str(Path(__file__).resolve().parents[2])
-    sys.path[:] = [str(root)] + [p for p in entries if p and p != str(root)]
+    first = [str(root / folder) if folder else str(root) for folder in python_path]
+    sys.path[:] = first + [p for p in entries if p and p not in first]
     if torchpack_home not in sys.path:
         # Keep torchpack importable when it is neither installed nor inside the workspace.
         sys.path.append(torchpack_home)
@@ -309,6 +347,41 @@ class _ParentWatch:
             self._done.set()
 
 
+def _undeclared_resources(target: Target, root: Path, python_path: tuple[str, ...], exporter: Any, read: set[str], skip: set[Path]) -> None:
+    """Fail on a workspace file the export read below an interned package's folder that the
+    archive does not hold: the packaged code reads it at load too, and would not find it.
+
+    Module code (sources, bytecode, extensions) is the actions' business, and files outside
+    interned packages (a checkpoint a factory loads) are build inputs only: both pass.
+    """
+    import importlib.machinery
+
+
+    interned = set(exporter.interned_modules())
+    declared = {root / file for file in (*target.text.values(), *target.binary.values())}
+    code_suffixes = (*importlib.machinery.all_suffixes(), ".pyc")
+    for path in sorted(map(Path, read)):
+        if not path.is_relative_to(root) or path.suffix in code_suffixes or path in declared or not path.is_file():
+            continue
+        if any(path.is_relative_to(folder) for folder in skip):
+            continue
+        file = path.relative_to(root).as_posix()
+        record = package_path(file, python_path)
+        folders = record.split("/")[:-1] if record else []
+        owner = next((".".join(folders[:d]) for d in range(len(folders), 0, -1) if ".".join(folders[:d]) in interned), None)
+        if owner is None:
+            continue
+        in_package = posixpath.relpath(file, target.label.package or ".")
+        suggestion = f'text = {{ "{record}" = "{in_package}" }}'
+        if not in_package.startswith("../"):
+            suggestion += f' (or data = ["{in_package}"] for its bytes as they are)'
+        raise ExportError(
+            ("text",),
+            f"the export read {file}, a resource of the interned package {owner}, which the archive would not "
+            f"contain (loading would fail): add \"{record}\" to text of {target.label}: {suggestion}",
+        )
+
+
 @dataclass(frozen=True)
 class Exported:
     """What an export read and wrote, for the report."""
@@ -319,14 +392,27 @@ class Exported:
     size: int
 
 
-def export(target: Target, root: Path, output: Path, deps: dict[Label, Path], confinement: _Confinement | None = None) -> Exported:
+def export(
+    target: Target,
+    root: Path,
+    output: Path,
+    deps: dict[Label, Path],
+    confinement: _Confinement | None = None,
+    python_path: tuple[str, ...] = ("",),
+) -> Exported:
     """Export ``target`` to ``output`` (atomically); return what the export read and wrote."""
     from torchpack import PackageExporter, PackageImporter, sys_importer
+    from torchpack.errors import PackagingError
 
     confinement = confinement or _Confinement(root, _ReadRecorder(), enabled=False)
     missing = [str(dep) for dep in target.deps if dep not in deps]
     if missing:
         raise ExportError(("deps",), f"no archive given for {', '.join(missing)} (pass --dep LABEL=ARCHIVE)")
+    from .requirements import first_unsatisfied
+
+    failed = first_unsatisfied(target.requires)
+    if failed is not None:
+        raise ExportError(("requires", failed[0]), f"{failed[1]}; install a version it allows, or change requires")
     importers = {}
     for dep in target.deps:
         with _step(("deps",), f"cannot open the archive of {dep} ({deps[dep]}): "):
@@ -347,14 +433,28 @@ def export(target: Target, root: Path, output: Path, deps: dict[Label, Path], co
             os.fchmod(stream.fileno(), 0o644)  # the same mode whatever the umask
             with _step(ACTIONS_KEY, "cannot create the exporter: "):
                 exporter = PackageExporter(
-                    stream, importer=[*importers.values(), sys_importer], pattern_precedence="most-specific"
+                    stream, importer=[*importers.values(), sys_importer], pattern_precedence="most-specific",
+                    requires=target.requires, entry_point=target.main,
                 )
             with exporter:
                 _save_everything(exporter, target, root, importers, confinement)
+                if target.main is not None:
+                    with _step(("main",), "cannot package the entry point: "):
+                        # Resolved through the actions like any import of the package's code.
+                        exporter.add_dependency(target.main.partition(":")[0])
+                with _step(("deps",), "cannot copy a dependency's resources: "):
+                    carry_dep_resources(exporter, target, importers)
                 # close() resolves the dependency graph (unmatched, denied or broken modules
                 # fail here); called explicitly so that such errors point at the action keys.
                 with _confined_step(confinement, exporter, ACTIONS_KEY, ""):
-                    exporter.close()
+                    try:
+                        exporter.close()
+                    except PackagingError as error:
+                        raise _in_build_terms(target, root, error) from error
+            skip = {output.parent, *(p.parent for p in deps.values())}
+            if os.environ.get("TORCHPACK_CACHE_DIR"):
+                skip.add(Path(os.environ["TORCHPACK_CACHE_DIR"]).resolve())
+            _undeclared_resources(target, root, python_path, exporter, confinement.recorder.paths, skip)
             read = [Path(p) for p in exporter.read_files]
             tops = {name.partition(".")[0] for name in exporter.externed_modules()}
             stream.flush()
@@ -414,6 +514,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, type=Path, help="archive to write (atomically)")
     parser.add_argument("--dep", action="append", default=[], metavar="LABEL=ARCHIVE", help="archive of a dependency")
     parser.add_argument("--report", type=Path, help="write the files read (and any error) as JSON here")
+    parser.add_argument(
+        "--python-path", action="append", default=[], metavar="FOLDER",
+        help="folder, relative to the workspace, to import code from (repeatable, in order; default: the workspace)",
+    )
     parser.add_argument("--confine", action="store_true", help="refuse inputs whose real path leaves the workspace")
     parser.add_argument("--verbose", action="store_true", help="print the traceback of a failure")
     return parser.parse_args(argv)
@@ -444,15 +548,22 @@ def main(argv: list[str] | None = None) -> int:
         _write_report(args.report, str(exc))
         return 2
 
-    _set_sys_path(root)
+    python_path = tuple("" if folder in ("", ".") else folder for folder in args.python_path) or ("",)
+    _set_sys_path(root, python_path)
     recorder = _ReadRecorder()
     sys.addaudithook(recorder)
     try:
-        exported = export(target, root, args.output.resolve(), deps, _Confinement(root, recorder, args.confine))
+        confinement = _Confinement(root, recorder, args.confine)
+        exported = export(target, root, args.output.resolve(), deps, confinement, python_path)
     except ExportError as exc:
         message = str(target_error(root, target.label, exc.path, exc.message))
         if args.verbose:
-            traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
+            # The frames only: the exception's own text is the error line below, in BUILD.toml
+            # terms (a PackagingError's would speak of PackageExporter(debug=True)).
+            cause = exc.__cause__ or exc
+            frames = "".join(traceback.format_tb(cause.__traceback__)).rstrip()
+            print(f"Traceback (most recent call last):\n{frames}", file=sys.stderr)
+            print(f"({type(cause).__module__}.{type(cause).__qualname__})", file=sys.stderr)
         print(f"error: {message}", file=sys.stderr)
         _write_report(args.report, message)
         return 1

@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
         if args.verbose and result.log.strip():
-            print(result.log.rstrip(), file=sys.stderr)
+            # The export's log ends with the error line printed just above: once is enough.
+            log = [line for line in result.log.rstrip().splitlines() if line != f"error: {result.error}"]
+            print("\n".join(log), file=sys.stderr)
         if not args.json:
             print(_line(result, width), flush=True)
             left_out = _optional_missing(result.output) if result.state in ("built", "cached") else []
@@ -181,7 +183,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
                 for name in left_out if args.verbose else ():
                     print(f"    {name}", flush=True)
 
-    cache = ActionCache(workspace.out, workspace.root, toolchain_fingerprint())
+    # The import folders decide which code an export finds: part of every key.
+    toolchain = toolchain_fingerprint()
+    if workspace.python_path != ("",):
+        toolchain += f" python-path={list(workspace.python_path)}"
+    cache = ActionCache(workspace.out, workspace.root, toolchain)
     options = Options(
         jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose, sign_key=sign_key
     )

@@ -34,7 +34,7 @@ class _Loader:
         if package not in self.files:
             if not (self.workspace.root / package / "BUILD.toml").is_file():
                 return None
-            self.files[package] = parse_build_file(self.workspace.root, package)
+            self.files[package] = parse_build_file(self.workspace.root, package, self.workspace.python_path)
         return self.files[package]
 
     def target(self, label: Label) -> Target | None:

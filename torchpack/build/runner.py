@@ -195,6 +195,7 @@ def _run_action(
             *[f"--dep={label}={archive}" for label, archive in deps.items()],
             "--report", str(report),
             "--confine",
+            *[f"--python-path={folder or '.'}" for folder in workspace.python_path],
             *(["--verbose"] if verbose else []),
         ])
         returncode, log = processes.run(

@@ -44,7 +44,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 #: lets the most specific pattern decide (deny before anything, then the most literal leading
 #: segments; see ``PackageExporter(pattern_precedence=...)``), so this order only breaks ties.
 ACTION_KINDS = ("deny", "mock", "extern", "intern")
-TARGET_KEYS = (*ACTION_KINDS, "deps", "seed", "out", "modules", "sources", "text", "binary", "pickle", "sign")
+TARGET_KEYS = (
+    *ACTION_KINDS, "deps", "seed", "out", "modules", "sources", "text", "binary", "data", "pickle", "requires", "main", "sign",
+)
 _ACTION_KEYS = ("include", "exclude", "allow_empty")
 _PICKLE_KEYS = ("call", "args", "dep_args", "attr", "from", "record")
 _SOURCE_KEYS = ("source", "package")
@@ -165,6 +167,11 @@ class Target:
     text: Mapping[str, str]
     binary: Mapping[str, str]
     pickle: Mapping[str, PickleSource]
+    #: PEP 508 requirements the build environment must satisfy (normalised text); recorded
+    #: in the archive's provenance.
+    requires: tuple[str, ...] = ()
+    #: ``module:function`` that ``torchpack run`` calls; stored as the archive's entry point.
+    main: str | None = None
     #: Sign the archive into ``<out>.sig`` with the key given to the build from outside the
     #: workspace. Not part of :meth:`definition`: it never changes the archive's bytes, so it
     #: is no input of the export and no part of the action cache key.
@@ -189,6 +196,10 @@ class Target:
             "text": dict(self.text),
             "binary": dict(self.binary),
             "pickle": {record: p.definition() for record, p in self.pickle.items()},
+            # Present only when set, so that the definitions (and cache keys) of targets
+            # without them stay what they were.
+            **({"requires": list(self.requires)} if self.requires else {}),
+            **({"main": self.main} if self.main is not None else {}),
         }
 
     def definition_json(self) -> str:
@@ -345,6 +356,29 @@ def _parse_files(check: _Checker, value: Any, key: str, base: str, root: Path | 
     return files
 
 
+def _parse_data(check: _Checker, value: Any, base: str, root: Path | None, python_path: tuple[str, ...]) -> dict[str, str]:
+    from .data_files import DataGlobError, expand_data
+
+    globs = check.strings(value, "a file glob", ("data",))
+    if root is None:
+        raise check.error(("data",), "not allowed in a definition: list the files in 'binary'")
+    try:
+        expanded = expand_data(root, base, globs, python_path)
+    except DataGlobError as exc:
+        raise check.error(("data", exc.index) if isinstance(value, list) else ("data",), exc.message) from None
+    return {_parse_record(check, record, ("data",)): file for record, file in expanded.items()}
+
+
+def _parse_requires(check: _Checker, value: Any) -> tuple[str, ...]:
+    from .requirements import normalise_requirement
+
+    texts = check.strings(value, "a PEP 508 requirement", ("requires",))
+    try:
+        return tuple(normalise_requirement(text, index) for index, text in enumerate(texts))
+    except ValueError as exc:
+        raise check.error(("requires", exc.args[1]) if isinstance(value, list) else ("requires",), exc.args[0]) from None
+
+
 def _check_value(check: _Checker, value: Any, path: tuple[str | int, ...]) -> None:
     """Arguments must survive the trip through canonical JSON unchanged."""
     if isinstance(value, (datetime.date, datetime.time)):
@@ -406,6 +440,13 @@ def _parse_pickle(check: _Checker, record: str, value: Any, target: Label, deps:
     return Call(spec, args, dep_args)
 
 
+def _parse_main(check: _Checker, value: Any) -> str:
+    spec = check.expect(value, str, "a 'module:function' string", ("main",))
+    if not _OBJECT_RE.fullmatch(spec):
+        raise check.error(("main",), f"{spec!r} is not of the form 'package.module:function'")
+    return spec
+
+
 def _parse_sources(check: _Checker, value: Any) -> dict[str, Source]:
     sources = {}
     for module, entry in check.expect(value, dict, "a table of module = source", ("sources",)).items():
@@ -433,12 +474,14 @@ def parse_target(
     text: str | None = None,
     base: str | None = None,
     root: Path | None = None,
+    python_path: tuple[str, ...] = ("",),
 ) -> Target:
     """Validate one target table.
 
     ``base`` is the folder resource paths are relative to (the label's package for BUILD.toml,
     the root for a DEF.json); ``root``, when given, is where resource files must exist;
-    ``text`` is the file's source, used to point errors at a line.
+    ``text`` is the file's source, used to point errors at a line; ``python_path`` the
+    workspace's import folders (``""``: the root), which name ``data`` files' records.
     """
     check = _Checker(file, label.name, text)
     check.table(table, TARGET_KEYS, ())
@@ -468,6 +511,7 @@ def parse_target(
     package_base = label.package if base is None else base
     text_files = _parse_files(check, table.get("text", {}), "text", package_base, root)
     binary_files = _parse_files(check, table.get("binary", {}), "binary", package_base, root)
+    data_files = _parse_data(check, table["data"], package_base, root, python_path) if "data" in table else {}
     pickles_value = check.expect(table.get("pickle", {}), dict, "a table of record = object", ("pickle",))
     pickles = {}
     for record, value in pickles_value.items():
@@ -475,7 +519,7 @@ def parse_target(
         pickles[record] = _parse_pickle(check, record, value, label, tuple(deps))
 
     seen: dict[str, str] = {}
-    for key, records in (("text", text_files), ("binary", binary_files), ("pickle", pickles)):
+    for key, records in (("text", text_files), ("binary", binary_files), ("data", data_files), ("pickle", pickles)):
         for record in records:
             if record in seen:
                 raise check.error((key, record), f"record is also saved by '{seen[record]}'")
@@ -490,13 +534,16 @@ def parse_target(
         modules=modules,
         sources=_parse_sources(check, table.get("sources", {})),
         text=dict(sorted(text_files.items())),
-        binary=dict(sorted(binary_files.items())),
+        # data is a shorthand for binary entries: the definition knows only binary.
+        binary=dict(sorted({**binary_files, **data_files}.items())),
         pickle=dict(sorted(pickles.items())),
+        requires=_parse_requires(check, table["requires"]) if "requires" in table else (),
+        main=_parse_main(check, table["main"]) if "main" in table else None,
         sign=check.expect(table.get("sign", False), bool, "a boolean", ("sign",)),
     )
 
 
-def parse_build_file(root: Path, package: str) -> dict[str, Target]:
+def parse_build_file(root: Path, package: str, python_path: tuple[str, ...] = ("",)) -> dict[str, Target]:
     """Every target declared in ``<root>/<package>/BUILD.toml``, by name."""
     label_file = Label(package, "_").build_file
     try:
@@ -524,7 +571,9 @@ def parse_build_file(root: Path, package: str) -> dict[str, Target]:
                 target=name,
                 line=locate_key(text, (name,)),
             )
-        targets[name] = parse_target(table, Label(package, name), file=label_file, text=text, root=root)
+        targets[name] = parse_target(
+            table, Label(package, name), file=label_file, text=text, root=root, python_path=python_path
+        )
 
     outs: dict[str, str] = {}
     for name, target in targets.items():
@@ -555,9 +604,14 @@ def target_error(root: Path, label: Label, path: tuple[str | int, ...], message:
     A path of several action kinds (``("intern/extern/mock/deny",)``) is shown as is: the fix
     for an unmatched module can go in any of them.
     """
+    key = path[0] if len(path) == 1 and isinstance(path[0], str) and "/" in path[0] else format_key(path)
+    return BuildFileError(label.build_file, message, target=label.name, key=key or None, line=locate_target_line(root, label, path))
+
+
+def locate_target_line(root: Path, label: Label, path: tuple[str | int, ...]) -> int | None:
+    """The line of key ``path`` of a target (or of the deepest table above it that is there)."""
     try:
         text: str | None = (root / label.build_file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         text = None  # e.g. a Bazel sandbox holds the definition, not the BUILD.toml
-    key = path[0] if len(path) == 1 and isinstance(path[0], str) and "/" in path[0] else format_key(path)
-    return BuildFileError(label.build_file, message, target=label.name, key=key or None, line=locate_key(text, (label.name, *path)))
+    return locate_key(text, (label.name, *path))

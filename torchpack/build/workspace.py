@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ class Workspace:
 
     root: Path
     out: Path
+    #: Folders, relative to the root (``""``: the root itself), that Python code is imported
+    #: from, in order: ``[tool.torchpack] python-path`` of the root's pyproject.toml.
+    python_path: tuple[str, ...] = ("",)
 
     def package_of(self, path: Path) -> str:
         """The package (workspace-relative posix folder) that ``path`` lies in."""
@@ -65,14 +69,53 @@ class Workspace:
         )
 
 
-def _declares_torchpack(pyproject: Path) -> bool:
+def _torchpack_table(pyproject: Path) -> dict | None:
+    """The ``[tool.torchpack]`` table of ``pyproject``, or ``None``."""
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         # A broken pyproject.toml is somebody else's problem; it just does not mark a root.
-        return False
+        return None
     tool = data.get("tool")
-    return isinstance(tool, dict) and isinstance(tool.get("torchpack"), dict)
+    table = tool.get("torchpack") if isinstance(tool, dict) else None
+    return table if isinstance(table, dict) else None
+
+
+def _declares_torchpack(pyproject: Path) -> bool:
+    return _torchpack_table(pyproject) is not None
+
+
+def read_python_path(root: Path) -> tuple[str, ...]:
+    """``[tool.torchpack] python-path`` of ``<root>/pyproject.toml``: normalised folders.
+
+    Only the root's file counts, and only what it says: never the working directory, so that
+    a build gives the same bytes from wherever it is started.
+    """
+    from .toml_positions import locate_key
+
+    pyproject = root / "pyproject.toml"
+    table = _torchpack_table(pyproject) if pyproject.is_file() else None
+    if table is None or "python-path" not in table:
+        return ("",)
+    line = locate_key(pyproject.read_text(encoding="utf-8"), ("tool", "torchpack", "python-path"))
+
+    def error(message: str) -> WorkspaceError:
+        return WorkspaceError(f"pyproject.toml{f':{line}' if line else ''}: [tool.torchpack] python-path: {message}")
+
+    value = table["python-path"]
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise error('expected a non-empty array of folders, e.g. ["src"]')
+    folders: list[str] = []
+    for item in value:
+        normal = posixpath.normpath(item) if item else "."
+        if item.startswith("/") or "\\" in item or normal == ".." or normal.startswith("../"):
+            raise error(f"{item!r} must be a folder inside the workspace, relative to its root")
+        if not (root / normal).is_dir():
+            raise error(f"{item!r}: there is no folder {root / normal}")
+        folder = "" if normal == "." else normal
+        if folder not in folders:
+            folders.append(folder)
+    return tuple(folders)
 
 
 def find_root(start: Path) -> Path:
@@ -93,4 +136,5 @@ def find_root(start: Path) -> Path:
 def open_workspace(cwd: Path, out: Path | None = None) -> Workspace:
     """The workspace containing ``cwd``, writing to ``out`` (default ``<root>/torchpack-out``)."""
     root = find_root(cwd)
-    return Workspace(root=root, out=(out.resolve() if out is not None else root / DEFAULT_OUT))
+    out_folder = out.resolve() if out is not None else root / DEFAULT_OUT
+    return Workspace(root=root, out=out_folder, python_path=read_python_path(root))

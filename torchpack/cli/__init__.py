@@ -35,6 +35,8 @@ _COMMANDS = {
     "sign": "sign",
     "keygen": "keygen",
     "clean": "clean",
+    "plan": "plan",
+    "run": "run",
 }
 
 
