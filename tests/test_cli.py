@@ -316,10 +316,11 @@ def test_diff_reports_the_changed_tensor_with_its_max_abs_diff(capsys, archives,
     assert tensor["pickle"] == "model/net.pkl" and tensor["dtype"] == "float32" and tensor["numel"] == 6
     assert storage["record"] == f".data/{tensor['storage_key']}.storage"
     assert tensor["changed_elements"] == 1 and tensor["max_abs_diff"] == 0.75
+    # Named where it lives in the module, as in its state_dict(), with its shape.
+    assert tensor["name"] == "fc.weight" and tensor["shape"] == [2, 3]
     code, out, _ = run(capsys, "diff", base, changed)
     assert code == 1
-    assert (f"    tensor in model/net.pkl: storage {tensor['storage_key']}, float32, 6 elements: "
-            "1 element differs, max abs diff 0.75\n") in out
+    assert "    fc.weight in model/net.pkl: float32 [2, 3]: 1 element differs, max abs diff 0.75\n" in out
 
 
 @pytest.mark.parametrize("writer", WRITERS)

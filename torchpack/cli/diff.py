@@ -31,8 +31,11 @@ from typing import Any
 from .. import _records as records
 from .._archive_reader import open_archive
 from .._pickle_scan import PickleScan, StorageReference, is_pickle, scan_pickle
+from .._integrity import read_integrity
 from ..analyze.archive_graph import read_contents, record_data
-from ._output import paint, print_json
+from ..analyze.tensor_names import NamedTensor, storage_tensors
+from ..errors import ArchiveFormatError
+from ._output import json_errors, paint, print_json
 
 #: Records computed from all the others: they change whenever anything does.
 _DERIVED = {records.INTEGRITY: "integrity record", records.SERIALIZATION_ID: "serialization id"}
@@ -182,29 +185,40 @@ def _tensor_difference(reference: StorageReference, a: Any, b: Any) -> dict[str,
 
 
 def _storage_change(
-    name: str, a: Any, b: Any, users: list[tuple[str, StorageReference]]
+    name: str, a: Any, b: Any, users: list[tuple[str, StorageReference]], named: list[tuple[str, NamedTensor]]
 ) -> dict[str, Any]:
     if not users:  # data no pickle points at: compare it as bytes
         key = name[len(".data/") : -len(".storage")]
         users = [("", StorageReference(key, "UntypedStorage", "uint8", "?", len(a)))]
+    # Named where the pickle could be read as an object; by storage number otherwise.
+    names: dict[str, list[NamedTensor]] = {}
+    for pickle_record, tensor in named:
+        names.setdefault(pickle_record, []).append(tensor)
+    difference = _tensor_difference(users[0][1], a, b)
     tensors = []
     for pickle_record, reference in users:
-        tensors.append({
-            "pickle": pickle_record or None,
-            "storage_key": reference.key,
-            "dtype": reference.dtype,
-            "numel": reference.numel,
-            **_tensor_difference(reference, a, b),
-        })
+        for tensor in names.get(pickle_record) or [None]:
+            tensors.append({
+                "pickle": pickle_record or None,
+                "name": tensor.name if tensor else None,
+                "shape": list(tensor.shape) if tensor and tensor.shape is not None else None,
+                "storage_key": reference.key,
+                "dtype": tensor.dtype if tensor else reference.dtype,
+                "numel": reference.numel,
+                **(difference if reference.dtype == users[0][1].dtype else _tensor_difference(reference, a, b)),
+            })
     return {"record": name, "kind": "storage", "tensors": tensors}
 
 
-def _change(name: str, a: Any, b: Any, context: int, users: list[tuple[str, StorageReference]]) -> dict[str, Any]:
+def _change(
+    name: str, a: Any, b: Any, context: int,
+    users: list[tuple[str, StorageReference]], named: list[tuple[str, NamedTensor]],
+) -> dict[str, Any]:
     sizes = {"size_a": len(a), "size_b": len(b)}
     if name in _DERIVED:
         return {"record": name, "kind": "derived", **sizes}
     if name.startswith(".data/") and name.endswith(".storage"):
-        return {**_storage_change(name, a, b, users), **sizes}
+        return {**_storage_change(name, a, b, users, named), **sizes}
     if is_pickle(name, a) and is_pickle(name, b):
         return {**_pickle_change(name, a, b, context), **sizes}
     a_text, b_text = _text(a), _text(b)
@@ -212,6 +226,35 @@ def _change(name: str, a: Any, b: Any, context: int, users: list[tuple[str, Stor
         diff = _unified(a_text.splitlines(keepends=True), b_text.splitlines(keepends=True), name, context)
         return {"record": name, "kind": "source" if name.endswith(".py") else "text", "diff": diff, **sizes}
     return {"record": name, "kind": "binary", **sizes}
+
+
+def _flatten(document: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"extern_distributions": {"numpy": "2.3.5"}}`` as ``{"extern_distributions.numpy": "2.3.5"}``."""
+    if not isinstance(document, dict) or len(prefix) > 1000:
+        return {prefix: document}
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _provenance_changes(a_reader: Any, b_reader: Any) -> list[dict[str, Any]]:
+    """What differs between the two builds' provenance: versions of Python, torch, extern libraries.
+
+    This is what answers "why do two machines' hashes differ" when no other record did.
+    """
+    provenances = []
+    for reader in (a_reader, b_reader):
+        try:
+            integrity = read_integrity(reader)
+        except ArchiveFormatError:
+            integrity = None
+        provenances.append(_flatten(dict(integrity.provenance)) if integrity is not None else {})
+    a, b = provenances
+    return [
+        {"key": key, "a": a.get(key), "b": b.get(key)}
+        for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)
+    ]
 
 
 def compare(a_path: str, b_path: str, context: int = 3) -> dict[str, Any]:
@@ -223,15 +266,20 @@ def compare(a_path: str, b_path: str, context: int = 3) -> dict[str, Any]:
         if _digest(record_data(a_reader, name)) != _digest(record_data(b_reader, name))
     ]
     users: dict[str, list[tuple[str, StorageReference]]] = {}
+    named: dict[str, list[tuple[str, NamedTensor]]] = {}
     if any(name.endswith(".storage") for name in changed_names):
         # A's pickles say what a storage holds; B's only for storages A does not use.
-        users = {**read_contents(b_reader).storage_users(), **read_contents(a_reader).storage_users()}
+        a_contents, b_contents = read_contents(a_reader), read_contents(b_reader)
+        users = {**b_contents.storage_users(), **a_contents.storage_users()}
+        named = {**storage_tensors(b_reader, b_contents.pickles), **storage_tensors(a_reader, a_contents.pickles)}
     # Derived records last: they only echo the changes above them.
     changed_names.sort(key=lambda name: name in _DERIVED)
     changes = [
-        _change(name, record_data(a_reader, name), record_data(b_reader, name), context, users.get(name, []))
+        _change(name, record_data(a_reader, name), record_data(b_reader, name), context,
+                users.get(name, []), named.get(name, []))
         for name in changed_names
     ]
+    provenance = _provenance_changes(a_reader, b_reader) if records.INTEGRITY in changed_names else []
     return {
         "a": a_path,
         "b": b_path,
@@ -239,6 +287,7 @@ def compare(a_path: str, b_path: str, context: int = 3) -> dict[str, Any]:
         "added": sorted(b_names - a_names),
         "removed": sorted(a_names - b_names),
         "changed": changes,
+        "provenance": provenance,
     }
 
 
@@ -248,16 +297,24 @@ def _print_diff(diff: str) -> None:
         print("    " + (paint(line, style) if style else line))
 
 
-def _print_change(change: dict[str, Any]) -> None:
+def _print_change(change: dict[str, Any], derived_note: str) -> None:
     kind = change["kind"]
     if kind == "derived":
-        print(f"{paint('changed', 'yellow')} {change['record']} ({_DERIVED[change['record']]}, follows from the records above)")
+        print(f"{paint('changed', 'yellow')} {change['record']} ({_DERIVED[change['record']]}, {derived_note})")
         return
     print(f"{paint('changed', 'yellow')} {change['record']} ({kind}, {change['size_a']} -> {change['size_b']} bytes)")
     if kind == "storage":
         for tensor in change["tensors"]:
-            where = f"tensor in {tensor['pickle']}" if tensor["pickle"] else "storage used by no pickle"
-            print(f"    {where}: storage {tensor['storage_key']}, {tensor['dtype']}, {tensor['numel']} elements: ", end="")
+            if not tensor["pickle"]:
+                where = f"storage used by no pickle: storage {tensor['storage_key']}, {tensor['numel']} bytes"
+            elif tensor["name"] is not None:
+                shape = "[" + ", ".join(map(str, tensor["shape"])) + "]" if tensor["shape"] is not None else "?"
+                label = tensor["name"] or "the pickled tensor"
+                where = f"{paint(label, 'bold')} in {tensor['pickle']}: {tensor['dtype']} {shape}"
+            else:
+                where = (f"tensor in {tensor['pickle']}: storage {tensor['storage_key']}, {tensor['dtype']}, "
+                         f"{tensor['numel']} elements")
+            print(f"    {where}: ", end="")
             if tensor["max_abs_diff"] is None:
                 print("size changed")
             else:
@@ -271,6 +328,15 @@ def _print_change(change: dict[str, Any]) -> None:
         _print_diff(change["diff"])
 
 
+def _provenance_line(item: dict[str, Any]) -> str:
+    """``numpy 2.3.5 → 2.4.6`` for a distribution, ``python 3.11.7 → 3.12.1`` for the rest."""
+    key = item["key"].removeprefix("extern_distributions.")
+    a = "(none)" if item["a"] is None else item["a"]
+    b = "(none)" if item["b"] is None else item["b"]
+    return f"{key} {a} → {b}"
+
+
+@json_errors
 def run(args: argparse.Namespace) -> int:
     result = compare(args.a, args.b, args.context)
     if args.json:
@@ -283,9 +349,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"{paint('added', 'green')}   {name}")
     for name in result["removed"]:
         print(f"{paint('removed', 'red')} {name}")
+    # No record but the derived ones differ: the builds ran in different environments, and
+    # the provenance says which (the answer to "why do two machines' hashes differ").
+    only_provenance = bool(result["provenance"]) and not (
+        result["added"] or result["removed"] or any(change["kind"] != "derived" for change in result["changed"])
+    )
+    note = "only its provenance differs: the builds ran in different environments" if only_provenance \
+        else "follows from the records above"
     for change in result["changed"]:
-        _print_change(change)
+        _print_change(change, note)
+    if result["provenance"]:
+        print(f"{paint('provenance', 'yellow')}: recorded build environments differ")
+        for item in result["provenance"]:
+            print(f"    {_provenance_line(item)}")
     count = len(result["added"]) + len(result["removed"]) + len(result["changed"])
-    print(f"{count} record{'s' if count != 1 else ''} differ: {len(result['added'])} added, "
+    print(f"{count} record{'s differ' if count != 1 else ' differs'}: {len(result['added'])} added, "
           f"{len(result['removed'])} removed, {len(result['changed'])} changed")
     return 1

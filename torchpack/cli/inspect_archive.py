@@ -1,7 +1,8 @@
 """``torchpack inspect ARCHIVE``: what an archive holds, read without running any of it.
 
 Records with sizes (as a tree), interned / extern / mocked modules, every pickle with the
-globals it loads, tensor storages, the format version and the build's provenance. Pickles
+globals it loads and its tensors by name and shape (``head.bias  float32 [2]``), tensor
+storages, the format version and the build's provenance. Pickles
 are read at the opcode level (:mod:`torchpack._pickle_scan`), so inspecting an untrusted
 archive imports nothing from it.
 """
@@ -19,9 +20,10 @@ from .._globbing import GlobGroup
 from .._integrity import read_integrity
 from .._pickle_scan import PickleScan
 from ..analyze.archive_graph import ArchiveContents, read_contents, record_data
+from ..analyze.tensor_names import tensor_names
 from ..errors import ArchiveFormatError
 from ..file_structure_representation import directory_from_records
-from ._output import format_size, paint, print_json
+from ._output import format_size, json_errors, paint, print_json
 
 HELP = "records, modules, pickled globals, storages and provenance of an archive"
 DESCRIPTION = "Show what an archive holds, without importing or unpickling anything from it."
@@ -72,7 +74,24 @@ def _storages(contents: ArchiveContents, sizes: dict[str, int]) -> dict[str, Any
     }
 
 
-def _pickle_entry(record: str, scan: PickleScan | str, size: int) -> dict[str, Any]:
+def _tensor_entries(reader: ArchiveReader, record: str) -> list[dict[str, Any]] | None:
+    """The pickle's tensors by name (``head.bias``), or None when it cannot be read as an object."""
+    try:
+        named = tensor_names(record_data(reader, record))
+    except (ValueError, ArchiveFormatError):
+        return None
+    return [
+        {
+            "name": tensor.name,
+            "shape": list(tensor.shape) if tensor.shape is not None else None,
+            "dtype": tensor.dtype,
+            "storage": records.storage_record(tensor.storage.key),
+        }
+        for tensor in named
+    ]
+
+
+def _pickle_entry(reader: ArchiveReader, record: str, scan: PickleScan | str, size: int) -> dict[str, Any]:
     if not isinstance(scan, PickleScan):
         return {"record": record, "bytes": size, "error": scan}
     return {
@@ -81,6 +100,7 @@ def _pickle_entry(record: str, scan: PickleScan | str, size: int) -> dict[str, A
         "protocol": scan.protocol,
         "globals": [f"{module}.{name}" for module, name in scan.globals],
         "storages": [records.storage_record(reference.key) for reference in scan.storages],
+        "tensors": _tensor_entries(reader, record),
     }
 
 
@@ -101,7 +121,9 @@ def describe(archive: str, include: list[str] | None, exclude: list[str]) -> dic
         "interned_modules": contents.interned,
         "extern_modules": sorted(contents.extern),
         "mocked_modules": contents.mocked,
-        "pickles": [_pickle_entry(record, scan, sizes[record]) for record, scan in sorted(contents.pickles.items())],
+        "pickles": [
+            _pickle_entry(reader, record, scan, sizes[record]) for record, scan in sorted(contents.pickles.items())
+        ],
         "storages": _storages(contents, sizes),
         "provenance": _provenance(reader),
         "unreadable_records": contents.unreadable,
@@ -162,12 +184,18 @@ def _print_text(document: dict[str, Any]) -> None:
               f"{len(entry['storages'])} storages)")
         for name in entry["globals"]:
             print(f"    {paint(name, 'cyan')}")
+        if entry["tensors"]:
+            print(f"    tensors ({len(entry['tensors'])}):")
+        for tensor in entry["tensors"] or ():
+            shape = "[" + ", ".join(map(str, tensor["shape"])) + "]" if tensor["shape"] is not None else "?"
+            print(f"      {tensor['name'] or '(the pickled tensor)'}  {tensor['dtype']} {shape}  ({tensor['storage']})")
     storages = document["storages"]
     dtypes = ", ".join(f"{dtype} x{count}" for dtype, count in storages["dtypes"].items()) or "none"
     print()
     print(f"{_section('storages', storages['count'])}: {format_size(storages['bytes'])}; dtypes: {dtypes}")
 
 
+@json_errors
 def run(args: argparse.Namespace) -> int:
     document = describe(args.archive, args.include, args.exclude)
     if args.json:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._output import InputError
+from ._output import InputError, json_errors
 
 HELP = "list build targets with their outputs and deps"
 DESCRIPTION = "List the targets that labels or patterns (//dir:name, //dir, //dir/...) match."
@@ -20,9 +20,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("patterns", nargs="+", metavar="PATTERN", help="e.g. //... or //examples/tinynet:tinynet")
     parser.add_argument("--deps", action="store_true",
                         help="also list every target the matched ones depend on, dependencies first")
+    parser.add_argument("--out", type=Path,
+                        help="output folder the listed outputs are in, as for build (default: <workspace>/torchpack-out)")
     parser.add_argument("--json", action="store_true", help="print a JSON document")
 
 
+@json_errors
 def run(args: argparse.Namespace) -> int:
     from ..build.cli import USER_ERRORS, print_targets
     from ..build.graph import load_graph
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..build.workspace import open_workspace
 
     try:
-        workspace = open_workspace(Path.cwd())
+        workspace = open_workspace(Path.cwd(), args.out)
         current = workspace.package_of(Path.cwd())
         graph = load_graph(workspace, [parse_pattern(text, current) for text in args.patterns])
     except USER_ERRORS as error:

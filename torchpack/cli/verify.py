@@ -1,4 +1,4 @@
-"""``torchpack verify ARCHIVE``: is this archive intact, loadable, and loadable *here*?
+"""``torchpack verify ARCHIVE...``: is each archive intact, loadable, and loadable *here*?
 
 Four checks, each reported per record or module:
 
@@ -13,7 +13,7 @@ Four checks, each reported per record or module:
 With ``--trusted-key`` a fifth check comes first: that one of the keys signed the archive
 (``ARCHIVE.sig``, see :mod:`torchpack._signing`). An archive that fails it is not loaded.
 
-Exit 1 when any check fails, naming the record or module at fault.
+Exit 1 when any check of any archive fails, naming the archive and the record or module at fault.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from .._archive_reader import open_archive
 from .._integrity import extern_version_mismatches, is_downgraded, read_integrity, verify_records
 from .._resolution import module_exists
 from ..analyze.archive_graph import read_contents
-from ..errors import ArchiveFormatError, IntegrityDowngradeWarning, SignatureError
+from ..errors import ArchiveFormatError, IntegrityDowngradeWarning, SignatureError, TorchpackError
 from ..importer import sys_importer
-from ._output import InputError, paint, print_json
+from ._output import InputError, json_errors, paint, print_json
 
 _NO_INTEGRITY = "no integrity record (torch.package archive): digests not checked"
 _DOWNGRADED = (
@@ -41,11 +41,11 @@ _DOWNGRADED = (
 _REQUIRED = "no integrity record: --require-integrity fails archives whose digests cannot be checked"
 
 HELP = "check integrity, that every pickle loads, extern modules and versions"
-DESCRIPTION = "Check an archive's records, pickles and extern modules; exit 1 naming what failed."
+DESCRIPTION = "Check archives' records, pickles and extern modules; exit 1 naming what failed in which archive."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("archive", metavar="ARCHIVE")
+    parser.add_argument("archives", nargs="+", metavar="ARCHIVE", help="one or more archives; exit 1 when any fails")
     parser.add_argument(
         "--trusted-key",
         action="append",
@@ -162,11 +162,7 @@ def _report(title: str, problems: list[dict[str, Any]], subject: str, passed: st
         print(f"        {problem[subject]}: {problem['message']}")
 
 
-def run(args: argparse.Namespace) -> int:
-    result = check(args.archive, args.trusted_key, args.require_integrity)
-    if args.json:
-        print_json(result)
-        return 0 if result["ok"] else 1
+def _print_result(result: dict[str, Any]) -> None:
     signature = result["signature"]
     if signature is not None:
         signer = [] if signature["ok"] else [{"subject": "signature", "message": signature["message"]}]
@@ -183,5 +179,38 @@ def run(args: argparse.Namespace) -> int:
     _report("extern modules", externs["problems"], "module", f"{externs['checked']} found")
     if result["digests_checked"] or result["extern_versions"]:
         _report("extern versions", result["extern_versions"], "distribution", "as recorded")
-    print(f"{args.archive}: " + (paint("OK", "green") if result["ok"] else paint("FAILED", "red")))
-    return 0 if result["ok"] else 1
+    print(f"{result['archive']}: " + (paint("OK", "green") if result["ok"] else paint("FAILED", "red")))
+
+
+@json_errors
+def run(args: argparse.Namespace) -> int:
+    if len(args.archives) == 1:
+        result = check(args.archives[0], args.trusted_key, args.require_integrity)
+        if args.json:
+            print_json(result)
+        else:
+            _print_result(result)
+        return 0 if result["ok"] else 1
+    # Several archives: each is checked and reported, also after one that cannot be read.
+    results: list[dict[str, Any]] = []
+    for position, archive in enumerate(args.archives):
+        try:
+            result = check(archive, args.trusted_key, args.require_integrity)
+        except (TorchpackError, OSError) as error:
+            result = {"archive": archive, "ok": False, "error": str(error)}
+        results.append(result)
+        if args.json:
+            continue
+        if "error" in result:
+            print(f"{archive}: {paint('FAILED', 'red')}: {result['error']}")
+        else:
+            _print_result(result)
+        if position < len(args.archives) - 1:
+            print()
+    failed = [result["archive"] for result in results if not result["ok"]]
+    if args.json:
+        print_json({"ok": not failed, "failed": failed, "archives": results})
+    else:
+        print(f"{len(args.archives)} archives: {len(args.archives) - len(failed)} OK"
+              + (f", {len(failed)} FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0

@@ -7,12 +7,13 @@ runs from a root - a pickle, or a module nothing imports - to MODULE.
 from __future__ import annotations
 
 import argparse
+import difflib
 import shutil
 import subprocess
 
 from .._archive_reader import open_archive
 from ..analyze.archive_graph import archive_graph, read_contents, why_paths
-from ._output import InputError, paint, print_json
+from ._output import InputError, json_errors, paint, print_json
 
 HELP = "the dependency paths that pulled a module into an archive"
 DESCRIPTION = "Show every path from a pickle (or a module nothing imports) to MODULE."
@@ -28,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-paths", type=int, default=50, metavar="N", help="list at most N paths (default 50)")
 
 
+@json_errors
 def run(args: argparse.Namespace) -> int:
     if args.max_paths < 1:
         raise InputError("--max-paths must be at least 1")
@@ -37,7 +39,15 @@ def run(args: argparse.Namespace) -> int:
     contents = read_contents(open_archive(args.archive))
     kind = contents.kind(args.module)
     if kind is None:
-        raise InputError(f"{args.archive}: module {args.module!r} is not in the archive (neither interned, extern nor mocked)")
+        known = [*contents.modules, *contents.extern]
+        close = difflib.get_close_matches(args.module, known, n=3, cutoff=0.6)
+        # The last part alone catches a right module name under the wrong package.
+        last_part = args.module.rpartition(".")[2]
+        close += [name for name in known if name.rpartition(".")[2] == last_part and name not in close]
+        hint = f"; did you mean {' or '.join(repr(name) for name in close[:3])}?" if close else ""
+        raise InputError(
+            f"{args.archive}: module {args.module!r} is not in the archive (neither interned, extern nor mocked){hint}"
+        )
     graph = archive_graph(contents)
     graph.node(args.module)  # an extern module nothing references still gets its one-node path
     paths, more = why_paths(graph, args.module, args.max_paths)
