@@ -167,6 +167,13 @@ def test_check_passes_for_deterministic_targets(built: Built, tmp_path: Path) ->
     (entry,) = json.loads(process.stdout)["targets"]
     assert entry["state"] == "built" and entry["checked"] is True
     assert entry["sha256"] == built.target("tinynet")["sha256"]
+    # In words: the line and the summary say "checked", and lines come in label order.
+    process = run_cli(root, "--check", "--jobs", "2", "//examples/tinynet", "//examples/graphs")
+    assert process.returncode == 0, process.stderr
+    lines = [line for line in process.stdout.splitlines() if line.startswith("//")]
+    assert [line.split()[0] for line in lines] == ["//examples/graphs:graphs", "//examples/tinynet:tinynet"]
+    assert all(" checked " in f"{line} " for line in lines)
+    assert "2 targets: 2 checked in" in process.stdout
 
 
 def test_check_names_the_record_that_differs(tmp_path: Path) -> None:

@@ -162,8 +162,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
         return 0
 
     width = max(len(str(label)) for label in graph.order)
+    # Results come as exports finish; they are printed in label order, each as soon as
+    # every label before it has its result, so the output is the same run after run.
+    in_label_order = sorted(graph.order, key=str)
+    finished: dict[Label, TargetResult] = {}
 
     def on_result(result: TargetResult) -> None:
+        finished[result.label] = result
+        while in_label_order and in_label_order[0] in finished:
+            print_result(finished[in_label_order.pop(0)])
+
+    def print_result(result: TargetResult) -> None:
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
         if args.verbose and result.log.strip():
@@ -213,7 +222,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
                     "targets": [_result_json(result) for result in results]}
         print(json.dumps(document, indent=2))
     else:
-        counts = {state: sum(r.state == state for r in results) for state in ("built", "cached", "failed", "skipped")}
+        states = ["checked" if r.checked else r.state for r in results]
+        counts = {state: states.count(state) for state in ("built", "checked", "cached", "failed", "skipped")}
         summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
         print(f"{len(results)} target{'s' if len(results) != 1 else ''}: {summary} in {seconds:.1f}s"
               + ("" if ok else "  (FAILED)"))
