@@ -267,37 +267,37 @@ def _left_out_line(plan: Plan, verbose: bool) -> list[str]:
     return lines
 
 
-def format_toml(plan: Plan, verbose: bool = False) -> str:
+def _format_actions(plan: Plan, verbose: bool, opening: str, closing: str, distributions: list[str]) -> str:
+    """The plan's patterns, one list per action (``opening``/``closing`` around each, with
+    ``{action}`` in ``opening``), each pattern with its reason, then ``distributions``
+    (shown only when the plan has distributions to save) and the left-out line."""
     lines = [f"# torchpack plan for {plan.subject}: {plan.modules} modules"]
+    # The patterns name disjoint top-level packages, so the declaration order decides nothing.
     for action in ("mock", "extern", "intern"):
         chosen = [entry for entry in plan.entries if entry.action == action]
         if not chosen:
             continue
-        lines.append(f"{action} = [")
+        lines.append(opening.format(action=action))
         width = max(len(entry.pattern) for entry in chosen) + 3
         lines += [f'    {(chr(34) + entry.pattern + chr(34) + ",").ljust(width)}  # {entry.reason}' for entry in chosen]
-        lines.append("]")
+        lines.append(closing)
     if plan.distributions:
-        lines.append(f"# packaged code reading its version needs: save_distribution_metadata(exporter, {plan.distributions!r})")
+        lines += distributions
     lines += ["# " + line for line in _left_out_line(plan, verbose)]
     return "\n".join(lines) + "\n"
+
+
+def format_toml(plan: Plan, verbose: bool = False) -> str:
+    saving = [f"# packaged code reading its version needs: save_distribution_metadata(exporter, {plan.distributions!r})"]
+    return _format_actions(plan, verbose, "{action} = [", "]", saving)
 
 
 def format_python(plan: Plan, verbose: bool = False) -> str:
-    lines = [f"# torchpack plan for {plan.subject}: {plan.modules} modules"]
-    for action in ("mock", "extern", "intern"):  # first match wins, as in BUILD.toml's order
-        chosen = [entry for entry in plan.entries if entry.action == action]
-        if not chosen:
-            continue
-        lines.append(f"exporter.{action}([")
-        width = max(len(entry.pattern) for entry in chosen) + 3
-        lines += [f'    {(chr(34) + entry.pattern + chr(34) + ",").ljust(width)}  # {entry.reason}' for entry in chosen]
-        lines.append("])")
-    if plan.distributions:
-        lines.append("# packaged code reads the versions of these (importlib.metadata):")
-        lines.append(f"torchpack.save_distribution_metadata(exporter, {plan.distributions!r})")
-    lines += ["# " + line for line in _left_out_line(plan, verbose)]
-    return "\n".join(lines) + "\n"
+    saving = [
+        "# packaged code reads the versions of these (importlib.metadata):",
+        f"torchpack.save_distribution_metadata(exporter, {plan.distributions!r})",
+    ]
+    return _format_actions(plan, verbose, "exporter.{action}([", "])", saving)
 
 
 def run(args: argparse.Namespace) -> int:
