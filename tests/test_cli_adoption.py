@@ -176,6 +176,13 @@ def test_every_subcommand_prints_its_errors_as_json_under_json(installed, lab, t
     assert len(result.stderr.strip().splitlines()) == 1  # the one-line message stays
 
 
+def test_usage_errors_are_json_under_json(installed, lab):
+    result = installed.run(lab["workspace"], "torchpack", "inspect", "--json", "--no-such-flag", "x.pt")
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert document == {"ok": False, "error": "torchpack: unrecognized arguments: --no-such-flag", "error_type": "UsageError"}
+
+
 def test_query_takes_out_like_build(installed, lab, tmp_path):
     result = torchpack(installed, lab, "query", "//mylab:cnn", "--out", tmp_path / "elsewhere", "--json")
     assert result.returncode == 0, result.stderr

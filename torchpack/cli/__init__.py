@@ -20,8 +20,10 @@ import importlib
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 from ..errors import TorchpackError
+from ._output import print_json
 
 PROG = "torchpack"
 #: Subcommand -> module in this package.
@@ -40,8 +42,18 @@ _COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, remembering its usage error so that ``--json`` can report it as JSON too."""
+
+    usage_error: str | None = None
+
+    def error(self, message: str) -> NoReturn:
+        _Parser.usage_error = f"{self.prog}: {message}"
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Build, inspect and check torch.package / torchpack archives.",
         epilog="Exit status: 0 ok, 1 a problem or difference was found, 2 bad usage or input.",
@@ -79,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             return build.run(argv[:leading] + argv[leading + 1 :])
         args = _parser().parse_args(argv)
     except SystemExit as exit_request:  # argparse: --help (0) or a usage error (2)
+        if _Parser.usage_error is not None and "--json" in argv:
+            print_json({"ok": False, "error": _Parser.usage_error, "error_type": "UsageError"})
         return exit_request.code if isinstance(exit_request.code, int) else 2
     try:
         return args.run(args)
@@ -90,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TorchpackError, OSError) as error:
         if args.verbose:
             traceback.print_exc()
+        if getattr(args, "json", False):
+            # A script reading stdout gets JSON whatever happened; the line on stderr stays.
+            print_json({"ok": False, "error": str(error), "error_type": type(error).__name__})
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

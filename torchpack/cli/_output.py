@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import TorchpackError
@@ -34,25 +31,6 @@ def paint(text: str, style: str) -> str:
 def print_json(document: Any) -> None:
     """A JSON document on stdout, keys sorted so that CI scripts and diffs see a stable shape."""
     print(json.dumps(document, indent=2, sort_keys=True))
-
-
-def json_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Wrap a subcommand's ``run``: under ``--json`` an error is also a JSON document on stdout.
-
-    ``{"ok": false, "error": "...", "error_type": "InputError"}``, so that a script reading
-    stdout always gets JSON; the one-line message on stderr and exit status 2 stay as they are.
-    """
-
-    @functools.wraps(run)
-    def run_with_json_errors(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (TorchpackError, OSError) as error:
-            if getattr(args, "json", False):
-                print_json({"ok": False, "error": str(error), "error_type": type(error).__name__})
-            raise
-
-    return run_with_json_errors
 
 
 def format_size(size: int) -> str:

@@ -7,7 +7,7 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from ._output import InputError, format_size, json_errors, print_json
+from ._output import InputError, format_size, print_json
 
 HELP = "remove the workspace's built archives and action cache records (--expunge: the whole cache)"
 DESCRIPTION = (
@@ -35,7 +35,6 @@ def _remove_empty_folders(top: Path) -> None:
         top.rmdir()
 
 
-@json_errors
 def run(args: argparse.Namespace) -> int:
     from ..build.cache import ActionCache, temporary_prefix
     from ..build.cli import USER_ERRORS

@@ -35,7 +35,7 @@ from .._integrity import read_integrity
 from ..analyze.archive_graph import read_contents, record_data
 from ..analyze.tensor_names import NamedTensor, storage_tensors
 from ..errors import ArchiveFormatError
-from ._output import json_errors, paint, print_json
+from ._output import paint, print_json
 
 #: Records computed from all the others: they change whenever anything does.
 _DERIVED = {records.INTEGRITY: "integrity record", records.SERIALIZATION_ID: "serialization id"}
@@ -336,7 +336,6 @@ def _provenance_line(item: dict[str, Any]) -> str:
     return f"{key} {a} → {b}"
 
 
-@json_errors
 def run(args: argparse.Namespace) -> int:
     result = compare(args.a, args.b, args.context)
     if args.json:

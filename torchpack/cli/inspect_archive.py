@@ -23,7 +23,7 @@ from ..analyze.archive_graph import ArchiveContents, read_contents, record_data
 from ..analyze.tensor_names import tensor_names
 from ..errors import ArchiveFormatError
 from ..file_structure_representation import directory_from_records
-from ._output import format_size, json_errors, paint, print_json
+from ._output import format_size, paint, print_json
 
 HELP = "records, modules, pickled globals, storages and provenance of an archive"
 DESCRIPTION = "Show what an archive holds, without importing or unpickling anything from it."
@@ -195,7 +195,6 @@ def _print_text(document: dict[str, Any]) -> None:
     print(f"{_section('storages', storages['count'])}: {format_size(storages['bytes'])}; dtypes: {dtypes}")
 
 
-@json_errors
 def run(args: argparse.Namespace) -> int:
     document = describe(args.archive, args.include, args.exclude)
     if args.json:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._output import InputError, json_errors
+from ._output import InputError
 
 HELP = "list build targets with their outputs and deps"
 DESCRIPTION = "List the targets that labels or patterns (//dir:name, //dir, //dir/...) match."
@@ -25,7 +25,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON document")
 
 
-@json_errors
 def run(args: argparse.Namespace) -> int:
     from ..build.cli import USER_ERRORS, print_targets
     from ..build.graph import load_graph

@@ -8,7 +8,7 @@ import argparse
 
 from .. import _signing as signing
 from .._archive_reader import open_archive
-from ._output import json_errors, print_json
+from ._output import print_json
 
 HELP = "sign an archive with an Ed25519 key (writes ARCHIVE.sig)"
 DESCRIPTION = (
@@ -25,7 +25,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON document")
 
 
-@json_errors
 def run(args: argparse.Namespace) -> int:
     key = signing.load_private_key(args.key)
     path = signing.sign_archive(open_archive(args.archive), key, args.output)

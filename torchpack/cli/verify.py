@@ -31,7 +31,7 @@ from .._resolution import module_exists
 from ..analyze.archive_graph import read_contents
 from ..errors import ArchiveFormatError, IntegrityDowngradeWarning, SignatureError, TorchpackError
 from ..importer import sys_importer
-from ._output import InputError, json_errors, paint, print_json
+from ._output import InputError, paint, print_json
 
 _NO_INTEGRITY = "no integrity record (torch.package archive): digests not checked"
 _DOWNGRADED = (
@@ -182,7 +182,6 @@ def _print_result(result: dict[str, Any]) -> None:
     print(f"{result['archive']}: " + (paint("OK", "green") if result["ok"] else paint("FAILED", "red")))
 
 
-@json_errors
 def run(args: argparse.Namespace) -> int:
     if len(args.archives) == 1:
         result = check(args.archives[0], args.trusted_key, args.require_integrity)

@@ -13,7 +13,7 @@ import subprocess
 
 from .._archive_reader import open_archive
 from ..analyze.archive_graph import archive_graph, read_contents, why_paths
-from ._output import InputError, json_errors, paint, print_json
+from ._output import InputError, paint, print_json
 
 HELP = "the dependency paths that pulled a module into an archive"
 DESCRIPTION = "Show every path from a pickle (or a module nothing imports) to MODULE."
@@ -29,7 +29,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-paths", type=int, default=50, metavar="N", help="list at most N paths (default 50)")
 
 
-@json_errors
 def run(args: argparse.Namespace) -> int:
     if args.max_paths < 1:
         raise InputError("--max-paths must be at least 1")
