@@ -144,11 +144,9 @@ g = files("numpy")                         # not packaged: the same in both
     ]
 
 
-@pytest.mark.parametrize("hostile", ["(" * 100_000, "x = " + "-" * 200_000 + "1", "x = " + "a." * 100_000 + "b", "x = " + "[" * 5_000 + "]" * 5_000])
-def test_hostile_deep_source_is_a_clean_finding(tmp_path: Path, hostile: str) -> None:
-    archive = _archive_of(tmp_path, {"mylab": "", "mylab.deep": hostile})
-    findings = torch_package_findings(open_archive(str(archive)))
-    assert all(f.module == "mylab.deep" and f.construct == "source that cannot be analysed" for f in findings)
-    verified = _verify(archive)
-    assert "Traceback" not in verified.stderr
-    assert verified.returncode == (1 if findings else 0), verified.stdout + verified.stderr
+def test_deeply_nested_source_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    # More hostile shapes, through the CLI under a memory limit: tests/hostile/test_hostile_compat.py.
+    archive = _archive_of(tmp_path, {"mylab": "", "mylab.deep": "x = " + "-" * 200_000 + "1"})
+    [finding] = torch_package_findings(open_archive(str(archive)))
+    assert (finding.module, finding.construct) == ("mylab.deep", "source that cannot be analysed")
+    assert finding.why.startswith(("RecursionError", "MemoryError", "SyntaxError"))
