@@ -392,6 +392,17 @@ class Exported:
     size: int
 
 
+def _check_compat(archive: Path, loader: str) -> None:
+    """Fail the target, naming each finding, when its packaged code would load differently in ``loader``."""
+    from torchpack._archive_reader import open_archive
+    from torchpack.analyze.compat import torch_package_findings
+
+    findings = torch_package_findings(open_archive(str(archive)))
+    if findings:
+        listed = "\n  ".join(finding.describe() for finding in findings)
+        raise ExportError(("compat",), f"packaged code would not load the same in {loader}:\n  {listed}")
+
+
 def export(
     target: Target,
     root: Path,
@@ -459,6 +470,8 @@ def export(
             tops = {name.partition(".")[0] for name in exporter.externed_modules()}
             stream.flush()
             os.fsync(stream.fileno())
+        if target.compat is not None:
+            _check_compat(temporary, target.compat)
         sha256, size = file_digest(temporary), temporary.stat().st_size
         watch.commit(output)
     finally:

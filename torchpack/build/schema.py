@@ -46,6 +46,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 ACTION_KINDS = ("deny", "mock", "extern", "intern")
 TARGET_KEYS = (
     *ACTION_KINDS, "deps", "seed", "out", "modules", "sources", "text", "binary", "data", "pickle", "requires", "main", "sign",
+    "compat",
 )
 _ACTION_KEYS = ("include", "exclude", "allow_empty")
 _PICKLE_KEYS = ("call", "args", "dep_args", "attr", "from", "record")
@@ -176,6 +177,9 @@ class Target:
     #: workspace. Not part of :meth:`definition`: it never changes the archive's bytes, so it
     #: is no input of the export and no part of the action cache key.
     sign: bool = False
+    #: A loader the archive's packaged code must also load in (``"torch.package"``), checked
+    #: statically after export (:mod:`torchpack.analyze.compat`).
+    compat: str | None = None
 
     def actions(self) -> Iterator[tuple[str, Action]]:
         """The action calls in registration order (see :data:`ACTION_KINDS`)."""
@@ -200,6 +204,7 @@ class Target:
             # without them stay what they were.
             **({"requires": list(self.requires)} if self.requires else {}),
             **({"main": self.main} if self.main is not None else {}),
+            **({"compat": self.compat} if self.compat is not None else {}),
         }
 
     def definition_json(self) -> str:
@@ -447,6 +452,14 @@ def _parse_main(check: _Checker, value: Any) -> str:
     return spec
 
 
+def _parse_compat(check: _Checker, value: Any) -> str:
+    from ..analyze.compat import COMPAT_TARGETS
+
+    if check.expect(value, str, "a string", ("compat",)) not in COMPAT_TARGETS:
+        raise check.error(("compat",), f"unknown loader {value!r}; supported: {', '.join(COMPAT_TARGETS)}")
+    return value
+
+
 def _parse_sources(check: _Checker, value: Any) -> dict[str, Source]:
     sources = {}
     for module, entry in check.expect(value, dict, "a table of module = source", ("sources",)).items():
@@ -540,6 +553,7 @@ def parse_target(
         requires=_parse_requires(check, table["requires"]) if "requires" in table else (),
         main=_parse_main(check, table["main"]) if "main" in table else None,
         sign=check.expect(table.get("sign", False), bool, "a boolean", ("sign",)),
+        compat=_parse_compat(check, table["compat"]) if "compat" in table else None,
     )
 
 

@@ -10,6 +10,9 @@ Four checks, each reported per record or module:
 3. extern modules - each can be found by this interpreter (located, not imported);
 4. provenance - installed versions of extern distributions against the recorded ones.
 
+With ``--compat torch.package`` a further check reads each packaged module's source (without
+running it) for calls that torch.package resolves differently (see :mod:`torchpack.analyze.compat`).
+
 With ``--trusted-key`` a fifth check comes first: that one of the keys signed the archive
 (``ARCHIVE.sig``, see :mod:`torchpack._signing`). An archive that fails it is not loaded.
 
@@ -29,6 +32,7 @@ from .._archive_reader import open_archive
 from .._integrity import extern_version_mismatches, is_downgraded, read_integrity, verify_records
 from .._resolution import module_exists
 from ..analyze.archive_graph import read_contents
+from ..analyze.compat import COMPAT_TARGETS, torch_package_findings
 from ..errors import ArchiveFormatError, IntegrityDowngradeWarning, SignatureError, TorchpackError
 from ..importer import sys_importer
 from ._output import InputError, paint, print_json
@@ -55,6 +59,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--require-integrity", action="store_true",
                         help="fail (exit 1) when the archive has no integrity record, as torch.package's have none")
+    parser.add_argument("--compat", choices=COMPAT_TARGETS, metavar="LOADER",
+                        help="also fail packaged code that would load differently in LOADER (torch.package)")
     parser.add_argument("--json", action="store_true", help="print a JSON document")
 
 
@@ -104,7 +110,22 @@ def _signature_result(archive: str, reader: Any, trusted_keys: list[str]) -> dic
     return {"ok": True, "key_id": key_id, "message": None}
 
 
-def check(archive: str, trusted_keys: Sequence[str] = (), require_integrity: bool = False) -> dict[str, Any]:
+def _compat_result(reader: Any, compat: str | None) -> dict[str, Any] | None:
+    """Each construct that ``compat`` (torch.package) would load differently; None when not asked."""
+    if compat is None:
+        return None
+    findings = torch_package_findings(reader)
+    problems = [
+        {"where": f.where, "module": f.module, "line": f.line, "construct": f.construct, "why": f.why,
+         "portable": f.portable, "message": f"{f.construct}: {f.why}; portable: {f.portable}"}
+        for f in findings
+    ]
+    return {"loader": compat, "problems": problems}
+
+
+def check(
+    archive: str, trusted_keys: Sequence[str] = (), require_integrity: bool = False, compat: str | None = None
+) -> dict[str, Any]:
     """Every finding, grouped by check; ``ok`` is whether there were none."""
     reader = open_archive(archive)
     signature = _signature_result(archive, reader, list(trusted_keys))
@@ -139,9 +160,11 @@ def check(archive: str, trusted_keys: Sequence[str] = (), require_integrity: boo
         {"distribution": m.distribution, "recorded": m.recorded, "installed": m.installed, "message": m.describe()}
         for m in (extern_version_mismatches(integrity) if integrity is not None else [])
     ]
+    compat_result = _compat_result(reader, compat)
+    compat_problems = compat_result["problems"] if compat_result is not None else []
     return {
         "archive": archive,
-        "ok": signed and not (integrity_problems or pickle_problems or extern_problems or version_problems),
+        "ok": signed and not (integrity_problems or pickle_problems or extern_problems or version_problems or compat_problems),
         "signature": signature,
         "digests_checked": integrity is not None,
         "integrity_record_removed": downgraded,
@@ -150,6 +173,7 @@ def check(archive: str, trusted_keys: Sequence[str] = (), require_integrity: boo
         "pickles": {"checked": len(contents.pickles) if signed else 0, "problems": pickle_problems},
         "extern_modules": {"checked": len(contents.extern), "problems": extern_problems},
         "extern_versions": version_problems,
+        **({"compat": compat_result} if compat_result is not None else {}),
     }
 
 
@@ -179,12 +203,15 @@ def _print_result(result: dict[str, Any]) -> None:
     _report("extern modules", externs["problems"], "module", f"{externs['checked']} found")
     if result["digests_checked"] or result["extern_versions"]:
         _report("extern versions", result["extern_versions"], "distribution", "as recorded")
+    if "compat" in result:
+        compat = result["compat"]
+        _report(f"{compat['loader']} compat", compat["problems"], "where", f"loads the same in {compat['loader']}")
     print(f"{result['archive']}: " + (paint("OK", "green") if result["ok"] else paint("FAILED", "red")))
 
 
 def run(args: argparse.Namespace) -> int:
     if len(args.archives) == 1:
-        result = check(args.archives[0], args.trusted_key, args.require_integrity)
+        result = check(args.archives[0], args.trusted_key, args.require_integrity, args.compat)
         if args.json:
             print_json(result)
         else:
@@ -194,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     for position, archive in enumerate(args.archives):
         try:
-            result = check(archive, args.trusted_key, args.require_integrity)
+            result = check(archive, args.trusted_key, args.require_integrity, args.compat)
         except (TorchpackError, OSError) as error:
             result = {"archive": archive, "ok": False, "error": str(error)}
         results.append(result)
