@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from archive_surgery import load_all, valid_archive
 from strategies import archive_damage, record_name_lists
 from torchpack import ArchiveFormatError, TorchpackError
-from torchpack._archive_reader import check_record_name, check_record_names
+from torchpack._record_files import check_record_name, check_record_names
 
 warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
 

@@ -1,4 +1,4 @@
-"""The archive reader: a strict ZIP parser over a file mapping, a buffer, or an unzipped folder.
+"""The archive reader: a strict ZIP parser over a file mapping or a buffer (folders: _folder_reader).
 
 It checks what a hostile or damaged archive could lie about before anything is used: the end
 record, every central-directory entry's bounds, names (no absolute paths, no ``..``, no
@@ -13,15 +13,15 @@ import faulthandler
 import functools
 import mmap
 import os
-import re
 import stat
 import struct
 import weakref
 import zlib
-from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple, Union
 
 from . import _zip_format as fmt
+from ._folder_reader import DirectoryArchiveReader
+from ._record_files import check_record_names, file_kind, open_regular_file
 from .errors import ArchiveFormatError, IntegrityError, RecordNotFoundError
 
 ArchiveSource = Union[str, os.PathLike, BinaryIO, bytes, bytearray, memoryview]
@@ -105,38 +105,6 @@ class _Entry(NamedTuple):
 
 #: _Entry(...) without the Python-level __new__ that NamedTuple generates.
 _new_entry = functools.partial(tuple.__new__, _Entry)
-
-# An empty, "." or ".." path segment, an absolute path (also Windows drive letters and
-# backslashes), or a NUL: names that could escape a folder when extracted, or are ambiguous.
-_UNSAFE_NAME = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|^/|^.:|[\\\0]")
-#: What _UNSAFE_NAME finds, as pieces of a text holding one name per line, between newlines:
-#: substring searches run at memory speed, where the pattern costs 1 us per name.
-_UNSAFE_PIECES = ("\n\n", "\n/", "/\n", "//", "/./", "/../", "\n./", "\n../", "/.\n", "/..\n", "\n.\n", "\n..\n", "\\", "\0")
-_DRIVE_LETTER_LINE = re.compile(r"\n.:")
-
-
-def check_record_name(name: str, archive: str) -> None:
-    """Reject names that could escape a folder when extracted, or that are ambiguous."""
-    # A trailing "/" marks a folder entry, the one place an empty last segment is allowed.
-    body = name[:-1] if name.endswith("/") else name
-    if not name or _UNSAFE_NAME.search(body):
-        raise ArchiveFormatError(f"{archive}: unsafe record name {name!r}")
-
-
-def check_record_names(names: list[str], archive: str) -> None:
-    """:func:`check_record_name` for each name; a few searches of them all when none has a newline."""
-    text = "\n" + "\n".join(names) + "\n"
-    if "/\n" in text:  # folder entries: their trailing "/" is the one empty segment allowed
-        text = "\n" + "\n".join(name[:-1] if name.endswith("/") else name for name in names) + "\n"
-    if (
-        text.count("\n") == len(names) + 1
-        and not any(piece in text for piece in _UNSAFE_PIECES)
-        and not _DRIVE_LETTER_LINE.search(text)
-    ):
-        return
-    for name in names:  # the first culprit, named in the error
-        check_record_name(name, archive)
-
 
 def file_identity(status: os.stat_result) -> tuple[int, ...]:
     """(device, inode, size, mtime, ctime): unchanged as long as nobody writes to the file,
@@ -589,120 +557,6 @@ class ZipArchiveReader:
         return self._data[entry.data_offset : entry.data_offset + entry.compressed_size]
 
 
-def _file_kind(mode: int) -> str:
-    """What a file that is not a regular one is, for messages."""
-    for test, kind in (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def open_regular_file(path: str, archive: str, record: str | None = None, *, follow_links: bool = True) -> BinaryIO:
-    """Open ``path`` for reading, refusing anything but a regular file without blocking.
-
-    Opening a FIFO for reading waits for a writer, and reading a device may never end, so
-    the file is opened non-blocking and its type checked on the open descriptor (no window
-    between a check and the open). ``follow_links=False`` refuses a symbolic link as the last
-    step of the path.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
-    where = archive if record is None else f"{archive}: record {record!r}"
-    try:
-        descriptor = os.open(path, flags)
-    except OSError:
-        if not follow_links and os.path.islink(path):
-            raise ArchiveFormatError(f"{where} became a symbolic link after the folder was opened") from None
-        raise
-    status = os.fstat(descriptor)
-    if not stat.S_ISREG(status.st_mode):
-        os.close(descriptor)
-        raise ArchiveFormatError(f"{where} is {_file_kind(status.st_mode)}, not a regular file")
-    return os.fdopen(descriptor, "rb")
-
-
-class DirectoryArchiveReader:
-    """Reads an unzipped archive: a folder laid out like the ZIP's top-level folder.
-
-    Every record is found when the folder is opened, and only regular files are records. A
-    symbolic link to a file is followed when the file is inside the folder (an archive
-    unpacked with links between its own files still reads); a link leading out of the folder,
-    to a folder (which could loop or leave), or nowhere is refused, naming the folder and the
-    record, as is a FIFO, device or socket. The folder is not watched once open: a file
-    replaced by a symbolic link afterwards is refused when read.
-    """
-
-    mapped = False
-    file_identity = None
-
-    def __init__(self, folder: Union[str, os.PathLike]) -> None:
-        self.name = os.fspath(folder)
-        self.top_folder = Path(folder).name
-        #: Record name -> the real path of its file.
-        self._files: dict[str, str] = {}
-        real_root = os.path.realpath(self.name)
-        inside = real_root.rstrip(os.sep) + os.sep
-
-        def fail(error: OSError) -> None:
-            raise error
-
-        for current, folders, files in os.walk(real_root, onerror=fail):
-            for entry in sorted(folders + files):
-                path = os.path.join(current, entry)
-                name = os.path.relpath(path, real_root).replace(os.sep, "/")
-                status = os.lstat(path)
-                if stat.S_ISDIR(status.st_mode):
-                    continue
-                check_record_name(name, self.name)
-                if stat.S_ISLNK(status.st_mode):
-                    target = os.path.realpath(path)
-                    if not target.startswith(inside):
-                        raise self._fail(name, f"is a symbolic link leading out of the folder (to {target})")
-                    try:
-                        status = os.stat(target)
-                    except OSError:
-                        raise self._fail(name, "is a symbolic link to nothing") from None
-                    if stat.S_ISDIR(status.st_mode):
-                        raise self._fail(name, "is a symbolic link to a folder; only links to files are followed")
-                    path = target
-                if not stat.S_ISREG(status.st_mode):
-                    raise self._fail(name, f"is {_file_kind(status.st_mode)}, not a regular file")
-                self._files[name] = path
-        if not self._files:
-            raise ArchiveFormatError(f"{self.name}: the folder holds no records; not an unzipped archive")
-        self._files = dict(sorted(self._files.items()))
-
-    def _fail(self, record: str, what: str) -> ArchiveFormatError:
-        return ArchiveFormatError(f"{self.name}: record {record!r} {what}")
-
-    def names(self) -> list[str]:
-        return list(self._files)
-
-    def has_record(self, name: str) -> bool:
-        return name in self._files
-
-    def read(self, name: str) -> bytes:
-        path = self._files.get(name)
-        if path is None:
-            raise RecordNotFoundError(f"{self.name}: no record {name!r} in the archive")
-        with open_regular_file(path, self.name, name, follow_links=False) as handle:
-            return handle.read()
-
-    def view(self, name: str, *, check_crc: bool = True) -> memoryview:
-        return memoryview(self.read(name))
-
-    def stored(self, name: str) -> tuple[memoryview, bool]:
-        return memoryview(self.read(name)), False  # a copy: files are read, not mapped
-
-    def check(self, name: str, data: memoryview) -> None:
-        """Nothing to check: a folder keeps no CRC-32s."""
-
-
 ArchiveReader = Union[ZipArchiveReader, DirectoryArchiveReader]
 
 
@@ -721,5 +575,5 @@ def open_archive(source: ArchiveSource, *, use_mmap: MmapMode = True) -> Archive
         if stat.S_ISDIR(status.st_mode):
             return DirectoryArchiveReader(source)
         if not stat.S_ISREG(status.st_mode):
-            raise ArchiveFormatError(f"{path} is {_file_kind(status.st_mode)}, not an archive file or folder")
+            raise ArchiveFormatError(f"{path} is {file_kind(status.st_mode)}, not an archive file or folder")
     return ZipArchiveReader(source, use_mmap=use_mmap)
