@@ -6,8 +6,10 @@ How to run (from the repository root; needs networkx, sympy and mpmath installed
     python benchmarks/bench.py --quick               # small sizes, 1 repetition: a smoke test
     python benchmarks/bench.py --only model_1gib --only tiny --repeat 5 --json results.json
 
-Workloads (``--only`` takes these names): model_1gib, many_tensors, networkx, sympy (see
-benchmarks/workloads.py), tiny (export + import of a small MLP to/from memory, in process,
+Workloads (``--only`` takes these names): model_1gib, many_tensors, networkx, sympy,
+weights_1gib and tensors_20k (see benchmarks/workloads.py; the last two also run torch.save
+with ``torch.load(mmap=True, weights_only=True)``, safetensors' ``save_file``/``load_file``
+and a raw write of the same bytes; safetensors comes with the ``bench`` extra), tiny (export + import of a small MLP to/from memory, in process,
 after a first run) and limits (what this machine can do at best: page-cache write,
 CRC-32 (zlib's and ISA-L's), SHA-256, BLAKE3 and mmap+sum throughput).
 
@@ -117,6 +119,31 @@ def _child_load(task: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start}
 
 
+def _child_peer_export(task: dict[str, Any]) -> dict[str, Any]:
+    from workloads import TENSOR_WORKLOADS, save_tensors
+
+    impl = _import_impl(task["impl"]) if task["impl"] in IMPLS else None
+    if os.path.exists(task["path"]):
+        os.unlink(task["path"])  # a new file every time, as in _child_export
+    tensors = TENSOR_WORKLOADS[task["workload"]].build(task["quick"])
+    start = time.perf_counter()
+    save_tensors(task["impl"], impl, task["path"], tensors)
+    return {"seconds": time.perf_counter() - start}
+
+
+def _child_peer_load(task: dict[str, Any]) -> dict[str, Any]:
+    from workloads import load_tensors
+
+    impl = _import_impl(task["impl"]) if task["impl"] in IMPLS else None
+    if task["impl"] == "safetensors":
+        import safetensors.torch  # noqa: F401 - its import is not part of the load
+    elif task["impl"] == "raw write":
+        import blake3  # noqa: F401
+    start = time.perf_counter()
+    load_tensors(task["impl"], impl, task["path"])
+    return {"seconds": time.perf_counter() - start}
+
+
 def _child_tiny(task: dict[str, Any]) -> dict[str, Any]:
     from workloads import build_tiny_mlp, tiny_round_trip
 
@@ -176,7 +203,8 @@ def _child_limits(task: dict[str, Any]) -> dict[str, Any]:
             "mmap_sum": mapped_sum, "size": size}
 
 
-CHILD_STEPS = {"export": _child_export, "load": _child_load, "tiny": _child_tiny, "limits": _child_limits}
+CHILD_STEPS = {"export": _child_export, "load": _child_load, "tiny": _child_tiny, "limits": _child_limits,
+               "peer_export": _child_peer_export, "peer_load": _child_peer_load}
 
 
 def _child_main(encoded: str) -> None:
@@ -220,6 +248,7 @@ class Runner:
         self.cold: list[dict[str, Any]] = []
         self.memory: dict[str, Any] | None = None
         self.limits: dict[str, Any] | None = None
+        self.peer_rows: list[dict[str, Any]] = []
 
     def log(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -290,6 +319,31 @@ class Runner:
                     "export_gb_per_s": exports[0]["size"] / export_seconds / 1e9 if export_seconds else None,
                 }
 
+    def run_peers(self, name: str) -> None:
+        """Every tool of PEER_TOOLS on the same tensors, the order rotating between runs."""
+        from workloads import PEER_TOOLS
+
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for repetition in range(self.args.repeat):
+            shift = repetition % len(PEER_TOOLS)
+            for tool in PEER_TOOLS[shift:] + PEER_TOOLS[:shift]:
+                self.log(f"{name}: {tool}, run {repetition + 1}/{self.args.repeat}")
+                task = self.task("peer_export", tool, name)
+                results.setdefault((tool, "save"), []).append(run_child(task, self.cache_dir))
+                load = dict(task, step="peer_load")
+                results.setdefault((tool, "load"), []).append(run_child(load, self.cache_dir))
+                if tool == "torchpack":
+                    # A copy: a file nothing is remembered of, every record hashed on use.
+                    copy = dict(load, path=load["path"] + ".copy")
+                    shutil.copyfile(load["path"], copy["path"])
+                    results.setdefault((tool, "copy"), []).append(run_child(copy, self.cache_dir))
+                    os.unlink(copy["path"])
+        for step, label in (("save", "save"), ("load", "load (file just written)"),
+                            ("copy", "load of a copy (never seen: hashed on use)")):
+            self.peer_rows.append({"workload": name, "step": label, **{
+                tool: _spread(results[(tool, "load" if step == "copy" and tool != "torchpack" else step)])
+                for tool in PEER_TOOLS}})
+
     def run_tiny(self) -> None:
         results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
         for repetition in range(self.args.repeat):
@@ -318,10 +372,25 @@ class Runner:
                 "ratio": ratio, "target": target, "met": met, "errors": errors}
 
 
+def _spread(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median, fastest and slowest run, or the first error."""
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        return {"error": errors[0]}
+    times = [r["seconds"] for r in results]
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
 def _seconds(value: float | None) -> str:
     if value is None:
         return "fails"
     return f"{value * 1000:.1f} ms" if value < 0.1 else f"{value:.3f} s"
+
+
+def _timed(spread: dict[str, Any]) -> str:
+    if "error" in spread:
+        return f"fails ({spread['error'][:60]})"
+    return f"{_seconds(spread['median'])} ({_seconds(spread['min'])}-{_seconds(spread['max'])})"
 
 
 def _ratio(ratio: float) -> str:
@@ -372,6 +441,23 @@ def report(runner: Runner) -> str:
             for impl, error in row["errors"].items():
                 lines.append(f"- {row['workload']} {row['step']} with {impl} fails: `{error}`")
         lines.append("")
+    if runner.peer_rows:
+        from workloads import PEER_TOOLS
+
+        peers = [tool for tool in PEER_TOOLS if tool != "torchpack"]
+        lines += ["torchpack against the formats users pick instead, same tensors, same run: median "
+                  "(fastest-slowest). Load = open + sum of every tensor; the floor is a raw write of the "
+                  "tensors' bytes, and BLAKE3 of that file on every core as its load. A copy's row repeats "
+                  "the peers' load of the file just written.",
+                  "", "| workload | step | torchpack | " + " | ".join(peers) + " | "
+                  + " | ".join(f"torchpack / {tool}" for tool in peers) + " |",
+                  "|---" * (3 + 2 * len(peers)) + "|"]
+        for row in runner.peer_rows:
+            ours = row["torchpack"].get("median")
+            cells = [_timed(row["torchpack"])] + [_timed(row[tool]) for tool in peers]
+            ratios = [f"{ours / row[tool]['median']:.2f}" if ours and row[tool].get("median") else "-" for tool in peers]
+            lines.append(f"| {row['workload']} | {row['step']} | " + " | ".join(cells + ratios) + " |")
+        lines.append("")
     if runner.cold:
         lines += ["torchpack with cold caches (the first run, on an empty `TORCHPACK_CACHE_DIR`):",
                   "", "| workload | export | load |", "|---|---|---|"]
@@ -407,9 +493,9 @@ def report(runner: Runner) -> str:
 
 
 def main() -> None:
-    from workloads import WORKLOADS
+    from workloads import TENSOR_WORKLOADS, WORKLOADS
 
-    choices = [*WORKLOADS, "tiny", "limits"]
+    choices = [*WORKLOADS, *TENSOR_WORKLOADS, "tiny", "limits"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=None, help="runs per step (default 3, 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="small sizes and one run: a smoke test")
@@ -426,6 +512,8 @@ def main() -> None:
                 runner.run_tiny()
             elif name == "limits":
                 runner.run_limits()
+            elif name in TENSOR_WORKLOADS:
+                runner.run_peers(name)
             else:
                 runner.run_workload(name)
         text = report(runner)
@@ -433,7 +521,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"date": datetime.date.today().isoformat(), "quick": args.quick, "repeat": args.repeat,
-             "rows": runner.rows, "cold": runner.cold, "memory": runner.memory, "limits": runner.limits},
+             "rows": runner.rows, "peers": runner.peer_rows, "cold": runner.cold, "memory": runner.memory, "limits": runner.limits},
             indent=1) + "\n")
 
 

@@ -132,3 +132,77 @@ WORKLOADS = {
                  _export_library(SYMPY), _import_library("sympy"), 1 / 5, None, uses_sources=True),
     ]
 }
+
+
+# -- plain tensors, saved by every tool ------------------------------------------------------
+#
+# The formats users pick instead of a package: torch.save and safetensors save a dict of
+# tensors, torchpack and torch.package pickle the same dict. A load is open + sum of every
+# tensor for every tool. "raw write" is the floor: the tensors' bytes written to a file, no
+# format at all; its load is BLAKE3 of that file on every core (what checking a never-seen
+# archive costs on top of mapping it).
+
+PEER_TOOLS = ("torch.package", "torchpack", "torch.save", "safetensors", "raw write")
+
+
+@dataclass(frozen=True)
+class TensorWorkload:
+    name: str
+    description: str
+    build: Callable[[bool], dict[str, torch.Tensor]]  # (quick) -> the tensors to save
+
+
+def _build_weights_1gib(quick: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    side = 1024 if quick else 4096  # 16 x 4096^2 float32: 1 GiB
+    return {f"layer{i}.weight": torch.randn(side, side) for i in range(16)}
+
+
+def _build_tensors_20k(quick: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    rows = torch.randn(2_000 if quick else 20_000, 256)
+    # clone() gives every tensor its own storage, as safetensors requires.
+    return {f"t{i}": row.clone() for i, row in enumerate(rows)}
+
+
+def _sum_all(tensors: Any) -> float:
+    with torch.no_grad():
+        return float(sum(tensor.sum() for tensor in tensors))
+
+
+def save_tensors(tool: str, impl: ModuleType | None, path: str, tensors: dict[str, torch.Tensor]) -> None:
+    if tool in ("torch.package", "torchpack"):
+        _save_object(impl, path, tensors)
+    elif tool == "torch.save":
+        torch.save(tensors, path)
+    elif tool == "safetensors":
+        import safetensors.torch
+
+        safetensors.torch.save_file(tensors, path)
+    else:
+        with open(path, "wb") as handle:
+            for tensor in tensors.values():
+                handle.write(memoryview(tensor.numpy()).cast("B"))
+
+
+def load_tensors(tool: str, impl: ModuleType | None, path: str, **importer_options: Any) -> Any:
+    if tool in ("torch.package", "torchpack"):
+        return _sum_all(_load_object(impl, path, **importer_options).values())
+    if tool == "torch.save":
+        return _sum_all(torch.load(path, mmap=True, weights_only=True).values())
+    if tool == "safetensors":
+        import safetensors.torch
+
+        return _sum_all(safetensors.torch.load_file(path).values())
+    import blake3
+
+    return blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(path).hexdigest()
+
+
+TENSOR_WORKLOADS = {
+    w.name: w
+    for w in [
+        TensorWorkload("weights_1gib", "16 tensors of 4096 x 4096 floats, 1 GiB", _build_weights_1gib),
+        TensorWorkload("tensors_20k", "20,000 tensors of 256 floats", _build_tensors_20k),
+    ]
+}
