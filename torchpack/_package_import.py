@@ -135,6 +135,11 @@ class PackageImporter(PackageImportSystem, Importer):
     ) -> None:
         if integrity not in ("on-use", "eager", "trust-mapped"):
             raise ValueError(f"integrity must be 'on-use', 'eager' or 'trust-mapped', not {integrity!r}")
+        trusted_modules = list(trusted_modules)
+        if trusted_modules and not restricted:
+            # Without restricted=True every packaged module runs anyway: saying which to trust
+            # would read as a restriction that is not there.
+            raise ValueError("trusted_modules only applies with restricted=True, where untrusted code never runs")
         reader = open_archive(file_or_buffer, use_mmap=mmap)
         is_path = isinstance(file_or_buffer, (str, os.PathLike))
         self.filename = os.fspath(file_or_buffer) if is_path else "<binary>"

@@ -303,3 +303,9 @@ def test_modest_values_of_the_bounded_constructors_still_load(tmp_path: Path) ->
     with PackageExporter(archive) as exporter:
         exporter.save_pickle("data", "x.pkl", values)
     assert PackageImporter(archive, restricted=True).load_pickle("data", "x.pkl") == values
+
+
+def test_trusted_modules_without_restricted_is_refused(tmp_path: Path) -> None:
+    """Trusting modules means nothing when every module runs: say so instead of pretending."""
+    with pytest.raises(ValueError, match="restricted=True"):
+        PackageImporter(b"", trusted_modules=["mylab.**"])
