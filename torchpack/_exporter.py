@@ -15,8 +15,7 @@ import pathlib
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Literal, Union
+from typing import Any, BinaryIO, Union
 
 from . import _records as records
 from ._archive_writer import ArchiveWriter
@@ -25,6 +24,7 @@ from ._globbing import GlobGroup, GlobPattern
 from ._hooks import RemovableHandle, register
 from ._integrity import remember_written
 from ._mock_source import MOCK_SUPPORT_MODULE, MOCK_SUPPORT_SOURCE, MOCKED_MODULE_SOURCE
+from ._patterns import PatternPrecedence, PatternRule, deciding_rule
 from ._pickling import pickle_object
 from ._resolution import DependencyGraph, ModuleAction, ModuleNode, clear_spec_memo, locate_module, module_exists
 from ._source_scan import ImportReference, shared_scan_cache
@@ -42,21 +42,8 @@ from ._torchscript import TorchScriptWriter, script_module_storages
 from .errors import BrokenModule, BrokenReason, EmptyMatchError, PackagingError, TorchpackError
 from .importer import PACKAGE_IMPORTER_MODULE, Importer, OrderedImporter, sys_importer
 
-#: Which pattern decides a module that several match: the first declared (torch.package's
-#: rule, the default), or the most specific ("deny" first, then the pattern with the most
-#: literal leading segments, then declaration order), which BUILD.toml targets use so that
-#: ``intern = "a.b.**"`` carves a subtree out of ``extern = "a.**"`` whatever the key order.
-PatternPrecedence = Literal["first-declared", "most-specific"]
-
 #: ``hook(exporter, module_name)``, called at close for each module of one action.
 ActionHook = Callable[["PackageExporter", str], None]  # the exporter, then the module name
-
-
-@dataclass
-class _PatternRule:
-    action: ModuleAction
-    allow_empty: bool
-    was_matched: bool = False
 
 
 def _dot_positions(name: str) -> list[int]:
@@ -106,7 +93,7 @@ class PackageExporter:
             raise TypeError(f"importer must be an Importer or a sequence of Importers, not {type(importer).__name__}")
         self.debug = debug
         self.dependency_graph = DependencyGraph()
-        self.patterns: dict[GlobGroup, _PatternRule] = {}
+        self.patterns: dict[GlobGroup, PatternRule] = {}
         self._extern_hooks: dict[int, ActionHook] = {}
         self._mock_hooks: dict[int, ActionHook] = {}
         self._intern_hooks: dict[int, ActionHook] = {}
@@ -133,7 +120,7 @@ class PackageExporter:
     # -- actions ----------------------------------------------------------------------------
 
     def _add_rule(self, action: ModuleAction, include: GlobPattern, exclude: GlobPattern, allow_empty: bool) -> None:
-        self.patterns[GlobGroup(include, exclude=exclude)] = _PatternRule(action, allow_empty)
+        self.patterns[GlobGroup(include, exclude=exclude)] = PatternRule(action, allow_empty)
 
     def intern(self, include: GlobPattern, *, exclude: GlobPattern = (), allow_empty: bool = True) -> None:
         """Put the modules matching ``include`` (minus ``exclude``) into the package."""
@@ -198,22 +185,8 @@ class PackageExporter:
             if rule.action is ModuleAction.DENY:
                 node.broken = BrokenReason.DENIED
 
-    def _deciding_rule(self, module_name: str) -> _PatternRule | None:
-        """The rule whose action ``module_name`` takes (see :data:`PatternPrecedence`)."""
-        if not self._most_specific_wins:
-            for pattern, rule in self.patterns.items():
-                if pattern.matches(module_name):
-                    return rule
-            return None
-        best: tuple[tuple[bool, int, bool], _PatternRule] | None = None
-        for pattern, rule in self.patterns.items():  # declaration order: the first of equals wins
-            specificity = pattern.specificity(module_name)
-            if specificity is None:
-                continue
-            rank = (rule.action is ModuleAction.DENY, *specificity)
-            if best is None or rank > best[0]:
-                best = (rank, rule)
-        return None if best is None else best[1]
+    def _deciding_rule(self, module_name: str) -> PatternRule | None:
+        return deciding_rule(self.patterns, module_name, most_specific=self._most_specific_wins)
 
     def _add_interned(self, module_name: str, dependencies: bool) -> None:
         node = self.dependency_graph.node(module_name)

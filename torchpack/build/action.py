@@ -36,7 +36,7 @@ symlinks by design), so the Bazel rule does not pass it.
 DEF.json schema
 ---------------
 The canonical definition of one target: a JSON object with sorted keys and every key present
-(:meth:`torchpack.build.schema.Target.definition_json` writes it; ``python -m torchpack.build
+(:meth:`torchpack.build.targets.Target.definition_json` writes it; ``python -m torchpack.build
 --list --json`` prints it for every target).  It is the normalised BUILD.toml table plus the
 label; file paths are relative to the workspace root::
 
@@ -89,16 +89,15 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .cache import file_digest, temporary_prefix
 from .data_files import carry_dep_resources, package_path
 from .labels import Label, LabelError, parse_label
-from .schema import (
-    BuildFileError, Call, Loaded, PickleSource, Target, locate_target_line, split_record, target_error, target_from_definition,
-)
+from .schema import BuildFileError, locate_target_line, target_error, target_from_definition
+from .targets import Call, Loaded, PickleSource, Target, split_record
 
 Key = tuple[str | int, ...]
 ACTIONS_KEY: Key = ("intern/extern/mock/deny",)
@@ -345,6 +344,14 @@ class _ParentWatch:
                 raise SystemExit(1)  # export()'s `finally` removes the temporary
             os.replace(self.temporary, output)
             self._done.set()
+
+
+def save_target_contents(exporter: Any, target: Target, root: Path) -> None:
+    """Save what ``target`` holds (sources, modules, resources, pickles) under the exporter's
+    own patterns, not the target's: what ``torchpack plan`` dry-runs to propose patterns. Not
+    confined: a plan reads what the target reads; judging that is the build's job."""
+    bare = replace(target, deny=(), mock=(), extern=(), intern=())
+    _save_everything(exporter, bare, root, {}, _Confinement(root, _ReadRecorder(), enabled=False))
 
 
 def _undeclared_resources(target: Target, root: Path, python_path: tuple[str, ...], exporter: Any, read: set[str], skip: set[Path]) -> None:

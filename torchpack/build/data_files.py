@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .labels import Label
-    from .schema import Target
+    from .targets import Target
 
 
 class DataGlobError(ValueError):

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .labels import Label, Recursive
-from .schema import Target, parse_build_file, target_error
+from .schema import parse_build_file, target_error
+from .targets import Target
 from .workspace import Workspace
 
 

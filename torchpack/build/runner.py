@@ -24,7 +24,7 @@ from ..errors import TorchpackError
 from .cache import ActionCache, remove_dead_temporaries, temporary_prefix
 from .graph import BuildGraph
 from .labels import Label
-from .schema import Target
+from .targets import Target
 from .workspace import Workspace
 
 State = Literal["built", "cached", "failed", "skipped"]

@@ -95,7 +95,7 @@ def _object_saver(subject: str, call: bool) -> Callable[[Any], None]:
 
 
 def _target_saver(subject: str) -> Callable[[Any], None]:
-    from ..build.action import _Confinement, _ReadRecorder, _save_everything
+    from ..build.action import save_target_contents
     from ..build.graph import load_graph
     from ..build.labels import Label, parse_pattern
     from ..build.workspace import open_workspace
@@ -108,11 +108,7 @@ def _target_saver(subject: str) -> Callable[[Any], None]:
     if target.deps:
         raise InputError(f"{label} loads objects from other targets ({', '.join(map(str, target.deps))}); plan its deps, or an object")
     sys.path.insert(0, str(workspace.root))
-    # The target's own patterns are what is being planned: only its contents are saved.
-    bare = type(target)(**{**target.__dict__, "deny": (), "mock": (), "extern": (), "intern": ()})
-    # Not confined: a plan reads what the target reads, it does not judge it (the build does).
-    unconfined = _Confinement(workspace.root, _ReadRecorder(), enabled=False)
-    return lambda exporter: _save_everything(exporter, bare, workspace.root, {}, unconfined)
+    return lambda exporter: save_target_contents(exporter, target, workspace.root)
 
 
 # -- deciding ---------------------------------------------------------------------------------
