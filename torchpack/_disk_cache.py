@@ -35,6 +35,7 @@ import tempfile
 import types
 from pathlib import Path
 
+from ._record_files import write_atomically
 from ._user_warnings import warn_at_caller
 from .errors import CacheDirectoryWarning
 
@@ -126,10 +127,7 @@ def store(kind: str, key: str, data: bytes) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
+        write_atomically(path, data)
     except OSError:
         return
 
@@ -210,10 +208,6 @@ def resource_file(data: bytes, filename: str) -> str:
     path = folder / filename
     if _read_own_file(path) != data:  # missing, or not what its digest names: (re)write it
         folder.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temp, 0o444)
-        os.replace(temp, path)
+        write_atomically(path, data, mode=0o444)
     return str(path)
 

@@ -1,7 +1,8 @@
 """Record names and the files records come from: the checks both archive readers share.
 
 A record name must not escape a folder when extracted; a path must be a regular file, opened
-without blocking (a FIFO or a device could block a reader forever or never end).
+without blocking (a FIFO or a device could block a reader forever or never end); a file
+torchpack writes is written whole or not at all (:func:`write_atomically`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tempfile
 from typing import BinaryIO
 
 from .errors import ArchiveFormatError
@@ -80,3 +82,23 @@ def open_regular_file(path: str, archive: str, record: str | None = None, *, fol
         os.close(descriptor)
         raise ArchiveFormatError(f"{where} is {file_kind(status.st_mode)}, not a regular file")
     return os.fdopen(descriptor, "rb")
+
+
+def write_atomically(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``.
+
+    A reader (another process, a memory mapping of the old file) sees the old file or the new
+    one, never half of one; nothing is left behind when the write fails. ``mode``: the new
+    file's permissions (a temporary file starts private, 0600).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        if mode is not None:
+            os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

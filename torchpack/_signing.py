@@ -23,8 +23,6 @@ import binascii
 import hashlib
 import json
 import os
-import stat
-import tempfile
 from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Union
@@ -32,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Union
 from . import _records as records
 from ._archive_reader import ArchiveReader
 from ._integrity import CheckedReader, parse_integrity
-from .errors import RecordNotFoundError, SignatureError, SigningKeyError, SigningUnavailableError
+from ._record_files import open_regular_file, write_atomically
+from .errors import ArchiveFormatError, RecordNotFoundError, SignatureError, SigningKeyError, SigningUnavailableError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -68,14 +67,14 @@ def _read_small_file(path: str | os.PathLike, error: type[Exception], what: str)
     """A regular file of at most :data:`MAX_SIGNATURE_SIZE` bytes; never blocks on a FIFO."""
     where = os.fspath(path)
     try:
-        descriptor = os.open(where, os.O_RDONLY | os.O_NONBLOCK)
+        handle = open_regular_file(where, where)
     except FileNotFoundError:
         raise error(f"{where}: no such {what}") from None
+    except ArchiveFormatError:
+        raise error(f"{where}: not a regular file, so not a {what}") from None
     except OSError as problem:
         raise error(f"{where}: cannot read {what}: {problem.strerror or problem}") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise error(f"{where}: not a regular file, so not a {what}")
+    with handle:
         data = handle.read(MAX_SIGNATURE_SIZE + 1)
     if len(data) > MAX_SIGNATURE_SIZE:
         raise error(f"{where}: over {MAX_SIGNATURE_SIZE} bytes, so not a {what}")
@@ -213,15 +212,7 @@ def sign_archive(reader: ArchiveReader, private_key: Ed25519PrivateKey, path: st
     CheckedReader(reader, parse_integrity(integrity, reader.name)).verify_all()
     document = signature_document(integrity, private_key)
     path = signature_path(reader.name) if path is None else path
-    descriptor, temporary = tempfile.mkstemp(prefix=".torchpack-", suffix=".sig.tmp", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(document)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomically(path, document, mode=0o644)
     return path
 
 

@@ -38,14 +38,14 @@ import secrets
 import shutil
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .._record_files import write_atomically
 from .labels import Label
-from .schema import Target, canonical_json
+from .targets import Target, canonical_json
 
 _CHUNK = 1 << 20
 #: Records kept per target: enough to go back and forth between a few seeds or branches.
@@ -151,13 +151,7 @@ def _by_recent_use(paths: Iterable[Path]) -> list[Path]:
 
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=path.parent)
-    try:
-        with open(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(name, path)
-    finally:
-        Path(name).unlink(missing_ok=True)
+    write_atomically(path, text.encode("utf-8"))
 
 
 class ActionCache:
