@@ -29,7 +29,7 @@ from . import _digest as digest_module
 from . import _disk_cache as disk_cache
 from . import _records as records
 from ._archive_reader import ArchiveReader, ZipArchiveReader, file_identity
-from ._user_warnings import warn_once
+from ._user_warnings import warn_at_caller, warn_once
 from .errors import ArchiveFormatError, IntegrityDowngradeWarning, IntegrityError
 
 #: Records at least this large that matched their digest are remembered per file (see
@@ -179,15 +179,15 @@ def check_missing_integrity(reader: ArchiveReader, *, require: bool) -> None:
         )
     if not is_downgraded(reader):
         return
-    # Once per archive file; an archive read from memory has no identity to remember.
-    subject = ("downgraded", os.path.realpath(reader.name), reader.file_identity) if reader.file_identity else object()
-    warn_once(
-        subject,
+    message = (
         f"{reader.name}: written by torchpack, but its integrity record ({records.INTEGRITY}) is missing, "
         "removed after export: records are checked against CRC-32s only. "
-        "PackageImporter(..., require_integrity=True) refuses such archives.",
-        IntegrityDowngradeWarning,
+        "PackageImporter(..., require_integrity=True) refuses such archives."
     )
+    if reader.file_identity is None:  # read from memory: nothing to remember it by, so every time
+        warn_at_caller(message, IntegrityDowngradeWarning)
+    else:  # once per archive file
+        warn_once(("downgraded", os.path.realpath(reader.name), reader.file_identity), message, IntegrityDowngradeWarning)
 
 
 def listing_problems(reader: ArchiveReader, integrity: IntegrityRecord) -> list[IntegrityProblem]:
