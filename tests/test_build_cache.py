@@ -185,3 +185,45 @@ def test_clean_and_expunge(tmp_path: Path) -> None:
     assert (document["archives"], document["records"], document["expunged"]) == (1, 1, True)
     assert document["stored_bytes"] > 0
     assert not out.exists()
+
+
+def test_libraries_a_factory_uses_are_keyed_though_the_archive_names_none(tmp_path: Path) -> None:
+    """A factory that draws its weights with an installed library makes bytes that follow that
+    library's version, though the archive neither interns nor externs it: upgrading it must
+    rebuild, and only the targets that use it.  numpy counts too, though torch imported it
+    before the factory ran."""
+    root = _workspace(tmp_path)
+    python = _relocated_venv(tmp_path / "venv")
+    (site_packages,) = (tmp_path / "venv" / "lib").glob("python*/site-packages")
+
+    def install_weightlib(version: str, scale: int) -> None:
+        write(site_packages / f"weightlib-{version}.dist-info" / "METADATA", f"Metadata-Version: 2.1\nName: weightlib\nVersion: {version}\n")
+        write(site_packages / "weightlib" / "__init__.py", f"SCALE = {scale}\n")
+
+    install_weightlib("1.0", 2)
+    write(root / "lab" / "model.py", """
+        import numpy
+        import torch
+
+        def build():
+            import weightlib
+            rows = numpy.arange(6, dtype=numpy.float32).reshape(2, 3) * weightlib.SCALE
+            layer = torch.nn.Linear(3, 2)
+            layer.weight.data = torch.from_numpy(rows)
+            return layer
+    """)
+    build = [str(python), "-m", "torchpack.build"]
+    output = root / "torchpack-out" / "lab" / "lab.pt"
+    assert _build(root, build)["state"] == "built"
+    first = _sha256(output)
+    cache = ActionCache(root / "torchpack-out", root, toolchain_fingerprint())
+    (record,) = cache.records(parse_label(LABEL))
+    assert set(record.distributions) == {"torch", "numpy", "weightlib"}
+    assert _build(root, build)["state"] == "cached"
+
+    # `pip install weightlib==2.0`: another version, other weights.
+    (site_packages / "weightlib-1.0.dist-info" / "METADATA").unlink()
+    (site_packages / "weightlib-1.0.dist-info").rmdir()
+    install_weightlib("2.0", 3)
+    assert _build(root, build)["state"] == "built"
+    assert _sha256(output) != first

@@ -24,7 +24,8 @@ writes a JSON object ``{"inputs": [...], "distributions": [...], "sha256": ..., 
 "error": null | "message"}``; ``inputs`` lists every file the export read (interned sources,
 resources, files the factories opened, workspace modules they imported): workspace-relative
 posix paths, absolute paths outside the workspace except installed code, which is named by its
-distribution in ``distributions`` (those the archive externs or interns).  The action cache of
+distribution in ``distributions`` (those the archive externs or interns, and the libraries
+the export's code used without packaging them).  The action cache of
 ``python -m torchpack.build`` keys on their digests and versions.
 
 ``--confine`` (the CLI passes it) keeps the inputs inside the workspace: a declared ``text`` or
@@ -95,6 +96,7 @@ from typing import Any
 
 from .cache import file_digest, temporary_prefix
 from .data_files import carry_dep_resources, package_path
+from .inputs import ReadRecorder, export_inputs
 from .labels import Label, LabelError, parse_label
 from .schema import BuildFileError, locate_target_line, target_error, target_from_definition
 from .targets import Call, Loaded, PickleSource, Target, split_record
@@ -177,23 +179,6 @@ def _resolve(spec: str, key: Key) -> Any:
     return obj
 
 
-class _ReadRecorder:
-    """Audit hook recording the paths of files opened for reading (factories' data files, ...)."""
-
-    def __init__(self) -> None:
-        self.paths: set[str] = set()
-
-    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
-        if event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
-            return
-        path, mode, flags = (tuple(args) + (None, None))[:3]
-        reading = (mode is None and isinstance(flags, int) and flags & os.O_ACCMODE == os.O_RDONLY) or (
-            isinstance(mode, str) and not any(c in mode for c in "wax+")
-        )
-        if reading:
-            self.paths.add(os.path.abspath(os.fsdecode(path)))
-
-
 def _set_sys_path(root: Path, python_path: tuple[str, ...]) -> None:
     # Without -P (safe_path), sys.path[0] is the caller's cwd or script folder: an accident of
     # how the interpreter was started, not an input of the build.
@@ -247,7 +232,7 @@ class _Confinement:
     (imports, resources, factories' ``open``) after each key's work, so that the error names it.
     """
 
-    def __init__(self, root: Path, recorder: _ReadRecorder, enabled: bool) -> None:
+    def __init__(self, root: Path, recorder: ReadRecorder, enabled: bool) -> None:
         self.root, self.recorder, self.enabled = root, recorder, enabled
         self._checked: set[str] = set()
         self._prefix = str(root) + os.sep
@@ -351,7 +336,7 @@ def save_target_contents(exporter: Any, target: Target, root: Path) -> None:
     own patterns, not the target's: what ``torchpack plan`` dry-runs to propose patterns. Not
     confined: a plan reads what the target reads; judging that is the build's job."""
     bare = replace(target, deny=(), mock=(), extern=(), intern=())
-    _save_everything(exporter, bare, root, {}, _Confinement(root, _ReadRecorder(), enabled=False))
+    _save_everything(exporter, bare, root, {}, _Confinement(root, ReadRecorder(), enabled=False))
 
 
 def _undeclared_resources(target: Target, root: Path, python_path: tuple[str, ...], exporter: Any, read: set[str], skip: set[Path]) -> None:
@@ -422,7 +407,7 @@ def export(
     from torchpack import PackageExporter, PackageImporter, sys_importer
     from torchpack.errors import PackagingError
 
-    confinement = confinement or _Confinement(root, _ReadRecorder(), enabled=False)
+    confinement = confinement or _Confinement(root, ReadRecorder(), enabled=False)
     missing = [str(dep) for dep in target.deps if dep not in deps]
     if missing:
         raise ExportError(("deps",), f"no archive given for {', '.join(missing)} (pass --dep LABEL=ARCHIVE)")
@@ -486,47 +471,6 @@ def export(
     return Exported(read + [root / file for file in (*target.text.values(), *target.binary.values())], tops, sha256, size)
 
 
-def _installed_distribution(path: Path) -> str | None:
-    """The distribution that installed ``path``, when it lies in a site-packages folder."""
-    from torchpack._records import _distributions_providing
-
-    for entry in map(Path, sys.path):
-        if entry.name in ("site-packages", "dist-packages") and path.is_relative_to(real := entry.resolve()):
-            top = path.relative_to(real).parts[0].partition(".")[0]
-            providers = _distributions_providing(top)
-            return providers[0] if providers else None
-    return None
-
-
-def _inputs(root: Path, exported: Exported, recorder: _ReadRecorder, skip: set[Path]) -> tuple[list[str], list[str]]:
-    """Everything the export read, as cache-record paths (workspace-relative where possible),
-    and the distributions whose version stands for installed code among it."""
-    from torchpack._records import _distributions_providing
-
-    candidates = {Path(p) for p in recorder.paths if Path(p).is_relative_to(root)}
-    candidates.update(exported.read)
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        # Workspace modules imported by factories shape the pickles even when not interned.
-        if isinstance(file, str) and Path(file).is_relative_to(root):
-            candidates.add(Path(file))
-    distributions = {dist for top in exported.tops for dist in _distributions_providing(top)}
-    found = set()
-    for path in candidates:
-        resolved = path.resolve()
-        if resolved in skip or resolved.suffix == ".pyc" or not resolved.is_file():
-            continue
-        if resolved.is_relative_to(root):
-            found.add(resolved.relative_to(root).as_posix())
-        elif (distribution := _installed_distribution(resolved)) is not None:
-            # Installed code is keyed by its distribution's version, not by its path: a venv
-            # restored elsewhere must still hit.
-            distributions.add(distribution)
-        else:
-            found.add(str(resolved))
-    return sorted(found), sorted(distributions)
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m torchpack.build.action", description="Export one torchpack target.")
     parser.add_argument("--definition", required=True, type=Path, help="the target's canonical definition (DEF.json)")
@@ -569,8 +513,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     python_path = tuple("" if folder in ("", ".") else folder for folder in args.python_path) or ("",)
+    # What torch and the exporter import (numpy through torch, blake3) is the toolchain, keyed
+    # by torch's version; anything imported after this is the target's own doing.
+    import torch  # noqa: F401
+
+    from torchpack import PackageExporter, PackageImporter  # noqa: F401
+
+    preloaded = frozenset(name.partition(".")[0] for name in sys.modules)
     _set_sys_path(root, python_path)
-    recorder = _ReadRecorder()
+    recorder = ReadRecorder()
     sys.addaudithook(recorder)
     try:
         confinement = _Confinement(root, recorder, args.confine)
@@ -587,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         _write_report(args.report, message)
         return 1
-    inputs, distributions = _inputs(root, exported, recorder, {args.output.resolve(), *deps.values()})
+    inputs, distributions = export_inputs(root, exported.read, exported.tops, recorder, {args.output.resolve(), *deps.values()}, preloaded)
     _write_report(args.report, None, inputs=inputs, distributions=distributions, sha256=exported.sha256, size=exported.size)
     return 0
 
