@@ -264,3 +264,37 @@ def test_a_data_glob_matching_nothing_fails_the_package(bazel):
     build_file = bazel.workspace / "src" / "emptyglob" / "BUILD.bazel"
     assert f'File "{build_file}", line 3' in result.stderr, result.stderr
     assert 'Error in fail: //src/emptyglob:weights: data: glob "*.bin" matches no file in src/emptyglob/' in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("requires", "args", "message"),
+    [
+        # A definition the action refuses: the BUILD.bazel, the label and the attribute.
+        (["numpy >>> 2"], [], "error: src/mylab/BUILD.bazel: //src/mylab:bad: attribute 'requires[0]': "
+         "'numpy >>> 2' is not a PEP 508 requirement"),
+        # A module left out of srcs: its file under the first python_path folder.
+        ([], ["--python-path=src"], "error: src/mylab/BUILD.bazel: //src/mylab:bad: attribute "
+         "'pickle.\"mylab/model.pkl\".call': cannot import module mylab.model: ModuleNotFoundError: No module named "
+         "'mylab'; under Bazel the export sees only declared files: if it is workspace code, list src/mylab.py "
+         "(or src/mylab/__init__.py) in srcs"),
+    ],
+)
+def test_builder_speaks_of_the_bazel_target(tmp_path, requires, args, message):
+    """The builder alone (as the rule runs it), on an empty sandbox-like workspace."""
+    from build_support import REPO, cli_env
+
+    definition = tmp_path / "bad.pt.def.json"
+    definition.write_text(json.dumps({
+        "label": "//src/mylab:bad", "requires": requires,
+        "pickle": {"mylab/model.pkl": {"call": "mylab.model:build"}},
+    }))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
+         "--archive", str(tmp_path / "bad.pt"), "--digest", str(tmp_path / "bad.pt.sha256"),
+         "--extern-modules", str(tmp_path / "bad.pt.extern_modules"), "--build-file", "src/mylab/BUILD.bazel",
+         "--workspace", str(tmp_path), "--", "--definition", str(definition), "--output", str(tmp_path / "bad.pt"), *args],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "bad.pt").exists()
