@@ -6,10 +6,11 @@ Usage (written by the rule, not by hand)::
             --build-file PKG/BUILD.bazel --workspace ROOT -- ACTION-ARGS...
 
 ``ACTION-ARGS`` go to ``torchpack.build.action`` (``--definition DEF.json --output OUT.pt
-[--dep LABEL=ARCHIVE ...] [--python-path FOLDER ...]``).  The export runs in a fresh interpreter (this one's
-``sys.executable``: the registered Python toolchain) started the way the CLI starts it, with
-the CLI's sanitised environment (:func:`torchpack.build.runner.hermetic_env`), umask 022 and
-the workspace as working directory, so that Bazel and the CLI write the same bytes.  After a
+[--dep LABEL=ARCHIVE ...] [--python-path FOLDER ...]``).  The export runs in a fresh
+interpreter (this one's ``sys.executable``: the registered Python toolchain) started the way
+the CLI starts it, with the CLI's sanitised environment
+(:func:`torchpack.build.runner.hermetic_env`), umask 022 and the workspace as working
+directory, so that Bazel and the CLI write the same bytes.  After a
 successful export the archive's SHA-256 and its ``.data/extern_modules`` record are written
 next to it for the ``TorchPackageInfo`` provider.
 
@@ -86,7 +87,7 @@ def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> s
         re.MULTILINE,
     )
 
-    def in_bazel_terms(match: "re.Match[str]") -> str:
+    def in_bazel_terms(match: re.Match[str]) -> str:
         name, key = match.groups()
         label = f"//{package}:{name}: " if name else ""
         return f"error: {build_file}: {label}" + (f"attribute {key}: " if key else "")
