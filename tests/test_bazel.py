@@ -532,9 +532,9 @@ def test_broken_targets_fail_with_the_builders_message(bazel, cold_build):
     stderr = result.stderr
     assert "Traceback" not in stderr, stderr
     expected = [
-        "error: broken/BUILD.bazel: target 'unmatched': key 'intern/extern/mock/deny': EmptyMatchError",
-        "error: broken/BUILD.bazel: target 'bad_glob': key 'intern': ",
-        "error: broken/BUILD.bazel: target 'missing_module': key 'pickle.\"broken/model.pkl\".call': "
+        "error: broken/BUILD.bazel: //broken:unmatched: attribute 'intern/extern/mock/deny': EmptyMatchError",
+        "error: broken/BUILD.bazel: //broken:bad_glob: attribute 'intern': ",
+        "error: broken/BUILD.bazel: //broken:missing_module: attribute 'pickle.\"broken/model.pkl\".call': "
         "cannot import module examples.no_such_module",
     ]
     for line in expected:

@@ -6,10 +6,11 @@ Usage (written by the rule, not by hand)::
             --build-file PKG/BUILD.bazel --workspace ROOT -- ACTION-ARGS...
 
 ``ACTION-ARGS`` go to ``torchpack.build.action`` (``--definition DEF.json --output OUT.pt
-[--dep LABEL=ARCHIVE ...]``).  The export runs in a fresh interpreter (this one's
-``sys.executable``: the registered Python toolchain) started the way the CLI starts it, with
-the CLI's sanitised environment (:func:`torchpack.build.runner.hermetic_env`), umask 022 and
-the workspace as working directory, so that Bazel and the CLI write the same bytes.  After a
+[--dep LABEL=ARCHIVE ...] [--python-path FOLDER ...]``).  The export runs in a fresh
+interpreter (this one's ``sys.executable``: the registered Python toolchain) started the way
+the CLI starts it, with the CLI's sanitised environment
+(:func:`torchpack.build.runner.hermetic_env`), umask 022 and the workspace as working
+directory, so that Bazel and the CLI write the same bytes.  After a
 successful export the archive's SHA-256 and its ``.data/extern_modules`` record are written
 next to it for the ``TorchPackageInfo`` provider.
 
@@ -18,9 +19,11 @@ action of a ``sign = True`` target: it signs the archive with the Ed25519 key fi
 ``$TORCHPACK_SIGN_KEY`` names (``--action_env=TORCHPACK_SIGN_KEY=/abs/path``), so the key
 is never an input of the build, and the archive itself is not changed.
 
-On failure the builder prints the action's one-line error (naming the BUILD file, the target
-and the key) and exits with the action's status; no traceback unless the export itself
-crashed.
+On failure the builder prints the action's one-line error in Bazel's terms (the BUILD.bazel
+file, the target's label and the attribute to change, e.g. ``error: pkg/BUILD.bazel:
+//pkg:name: attribute 'requires[0]': ...``; Bazel's own ``ERROR: .../BUILD.bazel:LINE:COLUMN``
+line above it locates the target) and exits with the action's status; no traceback unless
+the export itself crashed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -67,18 +71,29 @@ def _sha256(path: Path) -> str:
 
 
 def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> str:
-    """Name the Bazel BUILD file in the action's error lines.
+    """The action's error lines in the terms of the Bazel target.
 
-    The action names the BUILD.toml the label would live in (export errors) or the DEF.json
-    (definition errors); under Bazel the target is declared in ``build_file``.
+    The action names the BUILD.toml the label would live in (export errors; a line number
+    there would be that file's, not this one's) or the DEF.json (definition errors), then the
+    target's name and the key.  Under Bazel the target is declared in ``build_file``, and its
+    keys are the attributes of ``torch_package``.
     """
     package = build_file.rpartition("/")[0]
     wrong = [f"{package}/BUILD.toml" if package else "BUILD.toml"]
     if "--definition" in action_args[:-1]:
         wrong.append(action_args[action_args.index("--definition") + 1])
-    for name in wrong:
-        log = log.replace(f"error: {name}:", f"error: {build_file}:")
-    log = _MISSING_MODULE.sub(_srcs_hint, log)
+    located = re.compile(
+        rf"^error: (?:{'|'.join(map(re.escape, wrong))})(?::\d+)*: (?:target '([^']+)': )?(?:key ('[^']*'): )?",
+        re.MULTILINE,
+    )
+
+    def in_bazel_terms(match: re.Match[str]) -> str:
+        name, key = match.groups()
+        label = f"//{package}:{name}: " if name else ""
+        return f"error: {build_file}: {label}" + (f"attribute {key}: " if key else "")
+
+    python_path = [arg.partition("=")[2] for arg in action_args if arg.startswith("--python-path=")]
+    log = _MISSING_MODULE.sub(_srcs_hint(python_path[0] if python_path else ""), located.sub(in_bazel_terms, log))
     return log if log.endswith("\n") or not log else log + "\n"
 
 
@@ -87,10 +102,16 @@ def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> s
 _MISSING_MODULE = re.compile(r"No module named '([A-Za-z_][\w.]*)'(?!;)")
 
 
-def _srcs_hint(match: "re.Match[str]") -> str:
-    path = match.group(1).replace(".", "/")
-    return (f"{match.group(0)}; under Bazel the export sees only declared files: if it is workspace code, "
-            f"list {path}.py (or {path}/__init__.py) in srcs")
+def _srcs_hint(folder: str) -> Callable[[re.Match[str]], str]:
+    """The missing-module hint, with the file's path below the first python-path ``folder``."""
+    prefix = f"{folder}/" if folder not in ("", ".") else ""
+
+    def hint(match: re.Match[str]) -> str:
+        path = prefix + match.group(1).replace(".", "/")
+        return (f"{match.group(0)}; under Bazel the export sees only declared files: if it is workspace code, "
+                f"list {path}.py (or {path}/__init__.py) in srcs")
+
+    return hint
 
 
 def _sign(argv: list[str]) -> int:

@@ -12,6 +12,10 @@ environment as the `python -m torchpack.build` CLI, so both produce byte-identic
 archives.  Unlike the CLI, Bazel only lets the export see declared files: every
 workspace Python source the export imports (interned modules, the modules of the
 factories, `__init__.py` files of their packages) must be in `srcs`.
+
+The workspace's `[tool.torchpack] python-path` (pyproject.toml) is the `python_path`
+attribute here: Bazel reads no pyproject.toml, so a src layout names its folders on each
+target (a constant in a .bzl file keeps them in one place).
 """
 
 TorchPackageInfo = provider(
@@ -157,6 +161,14 @@ def _definition(ctx):
     for kind in _ACTION_KINDS:
         value = _decode(ctx, kind)
         definition[kind] = [] if value == None else _normalise_actions(value)
+
+    # Present only when set, as in Target.definition: targets without them keep their bytes.
+    if ctx.attr.requires:
+        definition["requires"] = ctx.attr.requires
+    if ctx.attr.main:
+        definition["main"] = ctx.attr.main
+    if ctx.attr.compat:
+        definition["compat"] = ctx.attr.compat
     return definition, text_files + binary_files
 
 def _srcs(ctx):
@@ -220,6 +232,8 @@ def _torch_package_impl(ctx):
     args.add("--output", archive)
     for info in dep_infos:
         args.add("--dep=%s=%s" % (_package_label(info.label), info.archive.path))
+    for folder in ctx.attr.python_path:
+        args.add("--python-path=" + (folder or "."))
 
     ctx.actions.run(
         executable = ctx.executable._builder,
@@ -303,6 +317,13 @@ group `<out>.sha256`, `<out>.extern_modules` and `<out>.def.json`.
         ),
         "pickle": attr.string(doc = "JSON of BUILD.toml's `pickle`: record -> `{call, args, dep_args}`, " +
                                     "`{attr}` or `{from, record}`."),
+        "requires": attr.string_list(doc = "PEP 508 requirements the interpreter's environment must satisfy."),
+        "main": attr.string(doc = "`module:function`: the archive's entry point, called by `torchpack run`."),
+        "compat": attr.string(doc = "A loader the packaged code must also load in: `torch.package`."),
+        "python_path": attr.string_list(
+            doc = "Folders, relative to the workspace root (`\"\"`: the root), that the export " +
+                  "imports code from, in order: `[tool.torchpack] python-path` of the CLI.",
+        ),
         "seed": attr.int(default = 0, doc = "Seed of `random`, numpy and torch before the objects are built."),
         "out": attr.string(doc = "File name of the archive; default `<name>.pt`."),
         "sign": attr.bool(
@@ -333,6 +354,64 @@ def _invert(records, attr_name):
         by_file[file] = by_file[file] + "\n" + record if file in by_file else record
     return by_file
 
+def _python_path(where, folders):
+    """`[tool.torchpack] python-path` normalised as the CLI does: "" is the workspace root."""
+    folders = _strings(folders)
+    if not folders:
+        fail("%s: python_path must be a non-empty list of folders relative to the workspace root, e.g. [\"src\"]" % where)
+    normal = []
+    for folder in folders:
+        if folder.startswith("/") or "\\" in folder or ".." in folder.split("/"):
+            fail("%s: python_path: %r must be a folder inside the workspace, relative to its root" % (where, folder))
+        folder = "/".join([part for part in folder.split("/") if part not in ("", ".")])
+        if folder not in normal:
+            normal.append(folder)
+    return normal
+
+def _package_path(file, python_path):
+    """Record path of workspace file `file`: below the first python-path folder holding it."""
+    for folder in python_path:
+        if not folder:
+            return file
+        if file.startswith(folder + "/"):
+            return file[len(folder) + 1:]
+    return None
+
+def _data_records(where, data, python_path):
+    """BUILD.toml's `data` globs, expanded here as the CLI does: {record: package-relative file}."""
+    globs = _strings(data)
+    if globs == None:
+        fail("%s: data must be a file glob or a list of them, got %s" % (where, type(data)))
+    package = native.package_name()
+    records = {}
+    for pattern in globs:
+        if not pattern or pattern.startswith("/") or ".." in pattern.split("/") or "\\" in pattern:
+            fail("%s: data: glob %r must be relative to the BUILD file, without '..'" % (where, pattern))
+
+        # One glob per pattern, so that each must match on its own, as in BUILD.toml.
+        files = native.glob([pattern], exclude = ["**/__pycache__/**"])
+        if not files:
+            fail("%s: data: glob %r matches no file in %s/" % (where, pattern, package or "."))
+        for file in files:
+            path = package + "/" + file if package else file
+            record = _package_path(path, python_path)
+            if record == None:
+                fail("%s: data: %s is in no python_path folder (%s)" % (where, path, ", ".join([f or "." for f in python_path])))
+            records[record] = file
+    return records
+
+def _merge_data(where, records, saved, binary):
+    """binary + data records (data is binary shorthand); a record saved twice is an error."""
+    if type(binary) != "dict":
+        fail("%s: binary must be a dict of record path -> file, got %s" % (where, type(binary)))
+    merged = dict(binary)
+    for record, file in records.items():
+        for key, taken in saved.items():
+            if record in taken:
+                fail("%s: data: record %s is also saved by '%s'" % (where, record, key))
+        merged[record] = file
+    return merged
+
 def torch_package(
         name,
         srcs = [],
@@ -345,10 +424,15 @@ def torch_package(
         sources = None,
         text = {},
         binary = {},
+        data = None,
         pickle = None,
+        requires = None,
+        main = None,
+        compat = None,
         seed = 0,
         out = None,
         sign = False,
+        python_path = None,
         **kwargs):
     """Declares a torchpack archive, with the keys of a BUILD.toml target.
 
@@ -381,15 +465,35 @@ def torch_package(
       text: `{record: file}`, files (labels, relative to this package) saved as
         UTF-8 text records, e.g. `{"model/config.json": "config.json"}`.
       binary: `{record: file}`, files saved as binary records.
+      data: a file glob or a list of them, relative to this package: each file
+        is a binary record named by its path below its `python_path` folder.
+        Expanded with Bazel's `glob`, which stops at subpackages.
       pickle: `{record: object}` where object is `{"call": "module:function",
         "args": {...}, "dep_args": {name: {"from": label, "record": path}}}`,
         `{"attr": "module:name"}` or `{"from": label, "record": path}`.
+      requires: a PEP 508 requirement or a list of them, checked against the
+        toolchain interpreter's environment and recorded in the provenance.
+      main: `"module:function"`, the archive's entry point (`torchpack run`).
+      compat: `"torch.package"`: fail when the packaged code would load
+        differently there.
       seed: seed of `random`, numpy and torch before the objects are built.
       out: file name of the archive.
       sign: also write `<out>.sig`, signed with the key file that
         `--action_env=TORCHPACK_SIGN_KEY=/abs/path` names.
+      python_path: folders, relative to the workspace root, that code is
+        imported from, in order (default: the root): the CLI's
+        `[tool.torchpack] python-path`, e.g. `["src"]`.
       **kwargs: common attributes (`visibility`, `tags`, `testonly`, ...).
     """
+    where = "//%s:%s" % (native.package_name(), name)
+    folders = _python_path(where, python_path) if python_path != None else [""]
+    if data != None:
+        saved = {key: value for key, value in (("text", text), ("binary", binary), ("pickle", pickle)) if type(value) == "dict"}
+        binary = _merge_data(where, _data_records(where, data, folders), saved, binary)
+    if main == "":
+        fail("%s: main: '' is not of the form 'package.module:function'" % where)
+    if requires != None and _strings(requires) == None:
+        fail("%s: requires must be a PEP 508 requirement or a list of them, got %s" % (where, type(requires)))
     torch_package_rule(
         name = name,
         srcs = srcs,
@@ -403,8 +507,12 @@ def torch_package(
         text = _invert(text, "text"),
         binary = _invert(binary, "binary"),
         pickle = _json_or_empty(pickle),
+        requires = _strings(requires) if requires != None else [],
+        main = main,
+        compat = compat,
         seed = seed,
         out = out,
         sign = sign,
+        python_path = folders if python_path != None else [],
         **kwargs
     )

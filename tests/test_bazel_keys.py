@@ -1,0 +1,300 @@
+"""The newer BUILD.toml keys under Bazel (issue 15): python-path, data, requires, main and
+compat pass through `torch_package` with the same values and give the CLI's bytes, and a
+failing export tells the user, in Bazel's terms, where the target is and what to change.
+
+One Bazel server (its own output root and workspace copy, as in tests/test_bazel.py) builds a
+src-layout workspace (`[tool.torchpack] python-path = ["src"]` for the CLI, `python_path`
+for Bazel) whose BUILD.toml and BUILD.bazel declare the same targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from test_bazel import COMMAND_TIMEOUT, Bazel, _canonical, _copy_workspace, _require
+
+# The workspace's src layout: src/mylab is the package `mylab`, //src/mylab in labels.
+SOURCES = {
+    "pyproject.toml": '[tool.torchpack]\npython-path = ["src"]\n',
+    "src/mylab/__init__.py": "",
+    "src/mylab/model.py": """\
+        import torch
+
+
+        def build(hidden):
+            return torch.nn.Linear(2, hidden)
+        """,
+    "src/mylab/serve.py": """\
+        import importlib.resources
+        import sys
+
+        import mylab.text
+
+
+        def main():
+            words = importlib.resources.files(mylab.text).joinpath("vocab.txt").read_text()
+            print("served", sys.argv[1:], words.split())
+        """,
+    "src/mylab/numeric.py": """\
+        import numpy
+
+
+        def build():
+            return numpy.arange(3)
+        """,
+    "src/mylab/text/__init__.py": "",
+    "src/mylab/text/vocab.txt": "cat dog\n",
+    "src/mylab/text/labels.txt": "0 1\n",
+    "src/mylab/BUILD.toml": """\
+        [model]
+        intern = ["mylab.**"]
+        extern = "torch.**"
+        data = "text/*.txt"
+        requires = ["torch>=2", "numpy"]
+        main = "mylab.serve:main"
+        compat = "torch.package"
+        seed = 3
+
+        [model.pickle."mylab/model.pkl"]
+        call = "mylab.model:build"
+        args = { hidden = 4 }
+
+        [globbed]
+        intern = ["mylab.**"]
+        data = ["**/*.txt"]
+        binary = { "mylab/extra/model.py" = "model.py" }
+        """,
+    "src/mylab/BUILD.bazel": """\
+        load("//rules:defs.bzl", "torch_package")
+
+        package(default_visibility = ["//visibility:public"])
+
+        PYTHON_PATH = ["src"]  # pyproject.toml's [tool.torchpack] python-path
+
+        py_library(
+            name = "lib",
+            srcs = glob(["**/*.py"]),
+            data = glob(["text/*.txt"]),
+        )
+
+        torch_package(
+            name = "model",
+            srcs = [":lib"],
+            python_path = PYTHON_PATH,
+            intern = ["mylab.**"],
+            extern = "torch.**",
+            data = "text/*.txt",
+            requires = ["torch>=2", "numpy"],
+            main = "mylab.serve:main",
+            compat = "torch.package",
+            seed = 3,
+            pickle = {"mylab/model.pkl": {"call": "mylab.model:build", "args": {"hidden": 4}}},
+        )
+
+        torch_package(
+            name = "globbed",
+            srcs = [":lib"],
+            python_path = PYTHON_PATH,
+            intern = ["mylab.**"],
+            data = ["**/*.txt"],
+            binary = {"mylab/extra/model.py": "model.py"},
+        )
+        """,
+    # Targets that must fail, each with the fix in the message.
+    "src/failing/BUILD.bazel": """\
+        load("//rules:defs.bzl", "torch_package")
+
+        torch_package(
+            name = "unmet",
+            python_path = ["src"],
+            sources = {"mylab.version": "V = 1\\n"},
+            requires = "torch>=999",
+        )
+
+        torch_package(
+            name = "no_extern",
+            srcs = ["//src/mylab:lib"],
+            python_path = ["src"],
+            intern = ["mylab.**"],
+            pickle = {"mylab/numbers.pkl": {"call": "mylab.numeric:build"}},
+        )
+
+        torch_package(
+            name = "missing_src",
+            srcs = ["//src/mylab:__init__.py"],
+            python_path = ["src"],
+            intern = ["mylab.**"],
+            extern = "torch.**",
+            pickle = {"mylab/model.pkl": {"call": "mylab.model:build", "args": {"hidden": 2}}},
+        )
+        """,
+    # A data glob that matches nothing fails when the package loads, as BUILD.toml's does.
+    "src/emptyglob/BUILD.bazel": """\
+        load("//rules:defs.bzl", "torch_package")
+
+        torch_package(
+            name = "weights",
+            python_path = ["src"],
+            data = ["*.bin"],
+        )
+        """,
+}
+
+
+def _write_tree(root: Path) -> None:
+    for name, text in SOURCES.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def bazel(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bazel-keys")
+    _copy_workspace(root / "workspace")
+    _write_tree(root / "workspace")
+    (root / "scratch").mkdir()
+    server = Bazel(_require("bazel"), root / "workspace", root / "output_user_root", root / "scratch")
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cli_build(bazel, tmp_path_factory) -> dict[str, dict]:
+    """``python -m torchpack.build //src/mylab/...`` on the same workspace copy: label -> its
+    ``--list --json`` entry (output path and definition)."""
+    out = tmp_path_factory.mktemp("cli-keys-out")
+    base = [sys.executable, "-m", "torchpack.build", "//src/mylab/...", "--out", str(out), "--json"]
+    # Run from a subfolder: python-path comes from the root's pyproject.toml, not the cwd.
+    run = dict(
+        cwd=bazel.workspace / "src" / "mylab" / "text",
+        # The copy's torchpack, as the Bazel builder runs it.
+        env={**os.environ, "PYTHONPATH": str(bazel.workspace)},
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+    )
+    listed = subprocess.run([*base, "--list"], **run)
+    assert listed.returncode == 0, listed.stderr
+    built = subprocess.run([*base, "--no-cache"], **run)
+    assert built.returncode == 0, built.stdout + built.stderr
+    return {target["label"]: target for target in json.loads(listed.stdout)["targets"]}
+
+
+@pytest.fixture(scope="module")
+def bazel_bin(bazel) -> Path:
+    bazel.build("//src/mylab:all").check()
+    return Path(bazel.info("bazel-bin"))
+
+
+def test_every_key_gives_the_cli_bytes(bazel_bin, cli_build):
+    assert sorted(cli_build) == ["//src/mylab:globbed", "//src/mylab:model"]
+    for label, listed in cli_build.items():
+        definition = listed["definition"]
+        archive = bazel_bin / "src" / "mylab" / definition["out"]
+        assert archive.read_bytes() == Path(listed["output"]).read_bytes(), f"{label}: Bazel and CLI archives differ"
+        assert archive.with_name(archive.name + ".def.json").read_text(encoding="utf-8") == _canonical(definition), label
+    model = cli_build["//src/mylab:model"]["definition"]
+    # data is binary shorthand: records named below the python-path folder.
+    assert model["binary"] == {"mylab/text/labels.txt": "src/mylab/text/labels.txt", "mylab/text/vocab.txt": "src/mylab/text/vocab.txt"}
+    assert (model["requires"], model["main"], model["compat"]) == (["torch>=2", "numpy"], "mylab.serve:main", "torch.package")
+    assert set(cli_build["//src/mylab:globbed"]["definition"]["binary"]) == {
+        "mylab/extra/model.py", "mylab/text/labels.txt", "mylab/text/vocab.txt",
+    }
+
+
+def test_entry_point_of_the_bazel_archive_runs(bazel_bin):
+    archive = bazel_bin / "src" / "mylab" / "model.pt"
+    ran = subprocess.run(
+        [sys.executable, "-m", "torchpack", "run", str(archive), "--", "--port", "8"],
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT, cwd=archive.parent,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "served ['--port', '8'] ['cat', 'dog']\n"
+
+
+def _target_lines(build_file: Path) -> dict[str, int]:
+    """Name -> line of the `torch_package(` call that declares it."""
+    lines = build_file.read_text().splitlines()
+    found = {}
+    for number, line in enumerate(lines, 1):
+        name = re.match(r'\s+name = "([^"]+)"', line)
+        if name:
+            found[name.group(1)] = number - 1
+    return found
+
+
+def test_failing_exports_name_the_target_line_and_the_fix(bazel):
+    result = bazel.build("//src/failing:all", "--keep_going")
+    assert result.returncode != 0
+    output = result.stderr
+    assert "Traceback" not in output, output
+    build_file = bazel.workspace / "src" / "failing" / "BUILD.bazel"
+    fixes = {
+        "unmet": "error: src/failing/BUILD.bazel: //src/failing:unmet: attribute 'requires[0]': requirement "
+        f"'torch>=999' is not satisfied: torch {__import__('torch').__version__} is installed; "
+        "install a version it allows, or change requires",
+        # numpy's submodules first (the pickle's reduce function), then numpy.
+        "no_extern": "error: src/failing/BUILD.bazel: //src/failing:no_extern: attribute 'extern': numpy.",
+        "missing_src": "error: src/failing/BUILD.bazel: //src/failing:missing_src: attribute "
+        "'pickle.\"mylab/model.pkl\".call': cannot import module mylab.model: ModuleNotFoundError: "
+        "No module named 'mylab.model'; under Bazel the export sees only declared files: if it is "
+        "workspace code, list src/mylab/model.py (or src/mylab/model/__init__.py) in srcs",
+    }
+    for name, line in _target_lines(build_file).items():
+        # Bazel's own prefix locates the target; ours names the label, the attribute and the fix.
+        assert re.search(rf"^ERROR: {re.escape(str(build_file))}:{line}:\d+: .*//src/failing:{name}", output, re.M), (name, output)
+        assert fixes[name] in output, f"{fixes[name]!r} not in:\n{output}"
+    assert 'numpy matches no pattern: add "numpy.**" to extern of //src/failing:no_extern' in output, output
+    for name in fixes:
+        assert not (Path(bazel.info("bazel-bin")) / "src" / "failing" / f"{name}.pt").exists(), name
+
+
+def test_a_data_glob_matching_nothing_fails_the_package(bazel):
+    result = bazel.build("//src/emptyglob:all")
+    assert result.returncode != 0
+    build_file = bazel.workspace / "src" / "emptyglob" / "BUILD.bazel"
+    assert f'File "{build_file}", line 3' in result.stderr, result.stderr
+    assert 'Error in fail: //src/emptyglob:weights: data: glob "*.bin" matches no file in src/emptyglob/' in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("requires", "args", "message"),
+    [
+        # A definition the action refuses: the BUILD.bazel, the label and the attribute.
+        (["numpy >>> 2"], [], "error: src/mylab/BUILD.bazel: //src/mylab:bad: attribute 'requires[0]': "
+         "'numpy >>> 2' is not a PEP 508 requirement"),
+        # A module left out of srcs: its file under the first python_path folder.
+        ([], ["--python-path=src"], "error: src/mylab/BUILD.bazel: //src/mylab:bad: attribute "
+         "'pickle.\"mylab/model.pkl\".call': cannot import module mylab.model: ModuleNotFoundError: No module named "
+         "'mylab'; under Bazel the export sees only declared files: if it is workspace code, list src/mylab.py "
+         "(or src/mylab/__init__.py) in srcs"),
+    ],
+)
+def test_builder_speaks_of_the_bazel_target(tmp_path, requires, args, message):
+    """The builder alone (as the rule runs it), on an empty sandbox-like workspace."""
+    from build_support import REPO, cli_env
+
+    definition = tmp_path / "bad.pt.def.json"
+    definition.write_text(json.dumps({
+        "label": "//src/mylab:bad", "requires": requires,
+        "pickle": {"mylab/model.pkl": {"call": "mylab.model:build"}},
+    }))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
+         "--archive", str(tmp_path / "bad.pt"), "--digest", str(tmp_path / "bad.pt.sha256"),
+         "--extern-modules", str(tmp_path / "bad.pt.extern_modules"), "--build-file", "src/mylab/BUILD.bazel",
+         "--workspace", str(tmp_path), "--", "--definition", str(definition), "--output", str(tmp_path / "bad.pt"), *args],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "bad.pt").exists()
