@@ -25,6 +25,9 @@ How it measures:
   theirs: that run is reported as the cold figure, and the medians are warm. Archives are
   read right after they were written, so the page cache is hot; every export writes a new
   file (an old archive is deleted first, untimed).
+* Every step starts with no dirty pages: the driver calls ``sync()`` (untimed) before it
+  starts a step's process, so no step shares the machine with the writeback of the
+  gigabyte a previous step (or a copy) wrote.
 * torchpack checks each record's BLAKE3 digest when first used, mapped tensors included
   (``integrity="on-use"``, the default), and remembers the check of large records per file
   identity; an export remembers every record it has just written, since it hashed those
@@ -96,10 +99,6 @@ def _child_export(task: dict[str, Any]) -> dict[str, Any]:
 
     impl = _import_impl(task["impl"])
     workload = WORKLOADS[task["workload"]]
-    if os.path.exists(task["path"]):
-        # Every export writes a new file: replacing one would add the cost of freeing the old
-        # one's pages, which torch.package (truncating) and torchpack (renaming) pay differently.
-        os.unlink(task["path"])
     before_build = _resident_bytes()
     obj = workload.build(task["quick"])
     start = time.perf_counter()
@@ -123,8 +122,6 @@ def _child_peer_export(task: dict[str, Any]) -> dict[str, Any]:
     from workloads import TENSOR_WORKLOADS, save_tensors
 
     impl = _import_impl(task["impl"]) if task["impl"] in IMPLS else None
-    if os.path.exists(task["path"]):
-        os.unlink(task["path"])  # a new file every time, as in _child_export
     tensors = TENSOR_WORKLOADS[task["workload"]].build(task["quick"])
     start = time.perf_counter()
     save_tensors(task["impl"], impl, task["path"], tensors)
@@ -221,7 +218,27 @@ def _child_main(encoded: str) -> None:
 # -- the driver ----------------------------------------------------------------------------
 
 
+#: Steps that write ``task["path"]``: each writes a new file (see _same_start).
+WRITING_STEPS = frozenset({"export", "peer_export"})
+
+
+def _same_start(task: dict[str, Any]) -> None:
+    """Give every step the same disk state: no old output, no dirty pages (untimed).
+
+    A 1 GiB step that starts while the previous step's gigabyte (or the 1 GiB copy made for
+    a never-seen load) is still being written back shares both cores with that writeback,
+    and on this project's VM the order of the tools decided who paid for whose. A step that
+    writes removes its old output first - replacing a file would add the cost of freeing its
+    pages, which truncating and renaming writers pay differently - and ``sync()`` then waits
+    until every dirty page is on disk (and a deleted file's blocks are released).
+    """
+    if task.get("step") in WRITING_STEPS and os.path.exists(task["path"]):
+        os.unlink(task["path"])
+    os.sync()
+
+
 def run_child(task: dict[str, Any], cache_dir: str) -> dict[str, Any]:
+    _same_start(task)
     env = dict(os.environ, TORCHPACK_CACHE_DIR=cache_dir)
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(task)],
