@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 STEPS = ("blake3 all cores", "torch.load mmap + sum", "torchpack never seen + sum")
