@@ -47,6 +47,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="exports run at once (default: CPU count)")
     parser.add_argument("--no-cache", action="store_true", help="rebuild even when the action cache says up to date")
     parser.add_argument("--check", action="store_true", help="build every target twice in perturbed environments; fail on any byte difference")
+    parser.add_argument(
+        "--no-zygote", action="store_true",
+        help="start every export in its own fresh interpreter instead of forking it from one that imported torch once",
+    )
     parser.add_argument("--list", action="store_true", help="list the matching targets and their outputs; build nothing")
     parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     parser.add_argument(
@@ -198,7 +202,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
         toolchain += f" python-path={list(workspace.python_path)}"
     cache = ActionCache(workspace.out, workspace.root, toolchain)
     options = Options(
-        jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose, sign_key=sign_key
+        jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose, sign_key=sign_key,
+        zygote=not args.no_zygote,
     )
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     # SIGTERM (a CI timeout, `kill`) stops the exports like Ctrl-C does instead of orphaning
