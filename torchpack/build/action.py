@@ -367,7 +367,8 @@ def _undeclared_resources(target: Target, root: Path, python_path: tuple[str, ..
     interned = set(exporter.interned_modules())
     declared = {root / file for file in (*target.text.values(), *target.binary.values())}
     code_suffixes = (*importlib.machinery.all_suffixes(), ".pyc")
-    for path in sorted(map(Path, read)):
+    inside = os.path.join(root, "")  # a cheap first cut: ``read`` may hold all of torch's files
+    for path in sorted(Path(p) for p in read if p.startswith(inside)):
         if not path.is_relative_to(root) or path.suffix in code_suffixes or path in declared or not path.is_file():
             continue
         if any(path.is_relative_to(folder) for folder in skip):
@@ -503,12 +504,15 @@ def _inputs(root: Path, exported: Exported, recorder: _ReadRecorder, skip: set[P
     and the distributions whose version stands for installed code among it."""
     from torchpack._records import _distributions_providing
 
-    candidates = {Path(p) for p in recorder.paths if Path(p).is_relative_to(root)}
+    # String prefixes, not Path.is_relative_to: sys.modules holds over a thousand of torch's
+    # modules, and building a Path for each cost more than the rest of a small export.
+    inside = os.path.join(root, "")
+    candidates = {Path(p) for p in recorder.paths if p.startswith(inside)}
     candidates.update(exported.read)
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         # Workspace modules imported by factories shape the pickles even when not interned.
-        if isinstance(file, str) and Path(file).is_relative_to(root):
+        if isinstance(file, str) and file.startswith(inside):
             candidates.add(Path(file))
     distributions = {dist for top in exported.tops for dist in _distributions_providing(top)}
     found = set()

@@ -67,7 +67,7 @@ def _preload() -> None:
     import torchpack.package_importer  # noqa: F401
 
     if importlib.util.find_spec("numpy") is not None:
-        import numpy  # noqa: F401  (action._seed imports it for every export)
+        import numpy.random  # noqa: F401  (action._seed seeds it for every export)
 
 
 def _become_export(request: dict[str, Any]) -> int:
