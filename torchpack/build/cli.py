@@ -19,9 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import _records as records
-from .._archive_reader import open_archive
-from .._signing import load_private_key
 from ..cli._output import format_size
 from ..errors import SigningKeyError, SigningUnavailableError, TorchpackError
 from .cache import ActionCache, toolchain_fingerprint
@@ -74,6 +71,8 @@ def _signing_key(graph: BuildGraph, key_file: Path | None) -> Any:
             f"{signed[0].build_file}: target '{signed[0].name}': sign = true needs a key: "
             f"pass --sign-key KEYFILE or set {SIGN_KEY_VARIABLE}"
         )
+    from .._signing import load_private_key  # here: a build that signs nothing starts faster
+
     return load_private_key(key_file)
 
 
@@ -113,6 +112,9 @@ def _line(result: TargetResult, width: int) -> str:
 
 def _optional_missing(output: Path) -> list[str]:
     """The modules an export left out as optional and not installed, as its archive records them."""
+    from .. import _records as records  # here: --json output never reads an archive
+    from .._archive_reader import open_archive
+
     try:
         reader = open_archive(output)
         if not reader.has_record(records.OPTIONAL_MISSING):

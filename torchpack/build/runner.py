@@ -18,8 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .._archive_reader import open_archive
-from .._signing import sign_archive, signature_path
+from .._record_files import signature_path
 from ..errors import TorchpackError
 from .cache import ActionCache, remove_dead_temporaries, temporary_prefix
 from .graph import BuildGraph
@@ -370,6 +369,10 @@ class Builder:
         if not self.graph.targets[result.label].sign:
             sidecar.unlink(missing_ok=True)
             return result
+        # Imported here: a build that signs nothing (a no-op rebuild) does without them.
+        from .._archive_reader import open_archive
+        from .._signing import sign_archive
+
         try:
             sign_archive(open_archive(result.output), self.options.sign_key)
         except (TorchpackError, OSError) as error:
