@@ -2,12 +2,13 @@
 
 How to run (from the repository root)::
 
-    python benchmarks/bench_builds.py                 # 100 targets, torchpack only (~5 minutes on 2 cores)
+    python benchmarks/bench_builds.py                 # 100 targets, torchpack only
+    python benchmarks/bench_builds.py --bazel         # and a cold Bazel build of the same workspace
     python benchmarks/bench_builds.py --targets 10    # a smoke test
 
 The workspace (in a temporary folder): a package ``bw.shared`` whose module ``common`` the
-code of the first ``--shared`` targets imports (25 by default), and targets ``bw.tNNN``, each
-pickling one small object made by its own code. The last ``--composed`` targets (10) each
+code of the first ``--shared`` targets imports (a quarter by default), and targets ``bw.tNNN``,
+each pickling one small object made by its own code. The last ``--composed`` targets (a tenth) each
 depend on one of the shared targets' archives and re-export its object next to their own.
 So ``bw/shared/common.py`` has ``shared + composed`` dependents and the other targets none.
 
@@ -249,13 +250,15 @@ def dependents_of_shared(deps: dict[str, set[str]], root: Path) -> set[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=int, default=100)
-    parser.add_argument("--shared", type=int, default=25, help="targets whose code imports bw.shared.common")
-    parser.add_argument("--composed", type=int, default=10, help="targets depending on a shared target's archive")
+    parser.add_argument("--shared", type=int, help="targets whose code imports bw.shared.common (default: a quarter)")
+    parser.add_argument("--composed", type=int, help="targets depending on a shared target's archive (default: a tenth)")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="the cold builds' --jobs (default: 1 2)")
     parser.add_argument("--no-zygote", action="store_true", help="build with a fresh interpreter per export")
     parser.add_argument("--bazel", action="store_true", help="also build the workspace cold with Bazel")
     parser.add_argument("--json", metavar="FILE", help="also save the results as JSON")
     args = parser.parse_args()
+    args.shared = max(1, args.targets // 4) if args.shared is None else args.shared
+    args.composed = args.targets // 10 if args.composed is None else args.composed
     if args.shared + args.composed > args.targets:
         parser.error("--shared + --composed must not exceed --targets")
     zygote = not args.no_zygote

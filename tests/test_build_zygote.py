@@ -4,7 +4,6 @@ write the same bytes as exports in fresh interpreters, each from a clean, single
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from torchpack.build import runner, zygote
 # What an export sees of its process. Run by the factory, so pickled into the archive: equal
 # archives mean equal observations. HOME and TMPDIR are each export's own temporary folder.
 PROBE = '''
-import os
 import sys
 import tempfile
 import threading

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Union
 from . import _records as records
 from ._archive_reader import ArchiveReader
 from ._integrity import CheckedReader, parse_integrity
-from ._record_files import SIGNATURE_SUFFIX, open_regular_file, signature_path, write_atomically  # noqa: F401
+from ._record_files import open_regular_file, signature_path, write_atomically
 from .errors import ArchiveFormatError, RecordNotFoundError, SignatureError, SigningKeyError, SigningUnavailableError
 
 if TYPE_CHECKING:

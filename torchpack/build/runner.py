@@ -290,6 +290,7 @@ class Builder:
         self.processes = _Processes()
         self._zygote: Zygote | None = None
         self._zygote_home: str | None = None
+        self._zygote_tried = False  # started once at most: not again after a failure or the end
         self._zygote_lock = threading.Lock()
 
     def output(self, label: Label) -> Path:
@@ -337,7 +338,8 @@ class Builder:
         if not self.options.zygote:
             return None
         with self._zygote_lock:
-            if self._zygote is None and self._zygote_home is None:
+            if not self._zygote_tried:
+                self._zygote_tried = True
                 self._zygote_home = tempfile.mkdtemp(prefix="torchpack-zygote-")
                 env = hermetic_env(Path(self._zygote_home), scan_cache=self.cache.folder / "scan")
                 try:
@@ -348,6 +350,7 @@ class Builder:
 
     def _close_zygote(self) -> None:
         with self._zygote_lock:
+            self._zygote_tried = True
             if self._zygote is not None:
                 self._zygote.close()
             if self._zygote_home is not None:

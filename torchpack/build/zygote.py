@@ -177,8 +177,7 @@ def serve() -> int:
 class ForkedExport:
     """A running export forked by the zygote; waits like :class:`subprocess.Popen`."""
 
-    def __init__(self, zygote: Zygote, request_id: str) -> None:
-        self._zygote = zygote
+    def __init__(self, request_id: str) -> None:
         self._id = request_id
         self.pid = 0
         self.returncode: int | None = None
@@ -257,7 +256,7 @@ class Zygote:
                 raise ZygoteUnavailable("the zygote died")
             request_id = str(self._next_id)
             self._next_id += 1
-            export = ForkedExport(self, request_id)
+            export = ForkedExport(request_id)
             self._exports[request_id] = export
             request = {"id": request_id, "argv": argv, "env": env, "cwd": str(cwd), "umask": umask, "log": str(log)}
             try:
