@@ -145,8 +145,9 @@ def test_a_zygote_with_a_second_thread_refuses_and_exports_run_fresh(tmp_path: P
     with pytest.raises(zygote.ZygoteUnavailable):
         zygote.Zygote(runner._interpreter(threaded), runner.hermetic_env(tmp_path), tmp_path)
 
+    # A zygote that cannot start (here: exits at once) leaves the exports to fresh interpreters.
     root = _probe_workspace(tmp_path / "ws")
-    monkeypatch.setattr(runner, "_ZYGOTE_BOOTSTRAP", threaded)
+    monkeypatch.setattr(runner, "_ZYGOTE_BOOTSTRAP", "import sys; sys.exit(3)")
     forked = _spy_zygote(monkeypatch)
     result = build_in_process(monkeypatch, root, "--json", "//probe")
     assert result.code == 0 and len(result.exports) == 1 and forked == [], result.err
