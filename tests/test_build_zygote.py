@@ -19,6 +19,7 @@ from torchpack.build import runner, zygote
 # What an export sees of its process. Run by the factory, so pickled into the archive: equal
 # archives mean equal observations. HOME and TMPDIR are each export's own temporary folder.
 PROBE = '''
+import os
 import sys
 import tempfile
 import threading
