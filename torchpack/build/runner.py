@@ -341,9 +341,12 @@ class Builder:
             if not self._zygote_tried:
                 self._zygote_tried = True
                 self._zygote_home = tempfile.mkdtemp(prefix="torchpack-zygote-")
-                env = hermetic_env(Path(self._zygote_home), scan_cache=self.cache.folder / "scan")
+                home = Path(self._zygote_home)
+                env = hermetic_env(home, scan_cache=self.cache.folder / "scan")
+                # Its working directory is its own empty home, not the workspace: without -P
+                # (Python < 3.11) the working directory is on sys.path while torch is imported.
                 try:
-                    self._zygote = Zygote(_interpreter(_ZYGOTE_BOOTSTRAP), env, self.workspace.root)
+                    self._zygote = Zygote(_interpreter(_ZYGOTE_BOOTSTRAP), env, home)
                 except (OSError, ZygoteUnavailable):
                     self._zygote = None
             return self._zygote

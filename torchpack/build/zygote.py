@@ -2,15 +2,19 @@
 
 Most of a small target's export is ``import torch`` (about 2.5 of 3 CPU-seconds on the
 benchmark machine); the build CLI pays it once per build with a zygote instead of once per
-target.  The zygote is started exactly like an export (:func:`runner.action_command`'s
-interpreter flags and :func:`runner.hermetic_env`'s environment), imports what every export
+target.  The zygote is started like an export (:func:`runner.action_command`'s interpreter
+flags and :func:`runner.hermetic_env`'s environment, in an empty folder), imports what every export
 imports before it reads the workspace (torchpack, its build action, torch, numpy), and then
 only forks.  Each child makes itself what a fresh export process is (see :func:`_become_export`)
 and runs :func:`torchpack.build.action.main`, so it writes the same bytes.
 
 What a child inherits and a fresh interpreter would not have: the preloaded modules (none
 from the workspace: the zygote never has the workspace on ``sys.path``) and nothing else of
-the zygote's state, which does no work but importing.  A child whose environment must differ
+the zygote's state, which does no work but importing.  Two differences remain, neither in
+an archive's bytes: torch is imported before the workspace is on ``sys.path`` (a workspace
+module named like one of torch's own dependencies would shadow it in a fresh export, not
+here), and at exit the child does not wait for non-daemon threads the packaged code left
+running (the archive is in place by then).  A child whose environment must differ
 in a variable read at interpreter start (``--check``'s perturbed build changes
 ``PYTHONHASHSEED``, ``TZ``, the locale) is not forked: the runner starts a fresh interpreter.
 
