@@ -2,12 +2,13 @@
 
 How to run (from the repository root)::
 
-    python benchmarks/bench_builds.py                 # 100 targets, torchpack only (~5 minutes on 2 cores)
+    python benchmarks/bench_builds.py                 # 100 targets, torchpack only
+    python benchmarks/bench_builds.py --bazel         # and a cold Bazel build of the same workspace
     python benchmarks/bench_builds.py --targets 10    # a smoke test
 
 The workspace (in a temporary folder): a package ``bw.shared`` whose module ``common`` the
-code of the first ``--shared`` targets imports (25 by default), and targets ``bw.tNNN``, each
-pickling one small object made by its own code. The last ``--composed`` targets (10) each
+code of the first ``--shared`` targets imports (a quarter by default), and targets ``bw.tNNN``,
+each pickling one small object made by its own code. The last ``--composed`` targets (a tenth) each
 depend on one of the shared targets' archives and re-export its object next to their own.
 So ``bw/shared/common.py`` has ``shared + composed`` dependents and the other targets none.
 
@@ -20,8 +21,16 @@ Measured, one build each, every build a fresh ``python -m torchpack.build //...`
   archive bytes for its importers): the targets reported ``built`` must be exactly its
   dependents.
 
-Not yet here: the same workspace built cold by Bazel through rules/ (issue 17 asks for the
-comparison; wiring the workspace as tests/test_bazel.py does is left to do).
+With ``--bazel``, the same workspace is also built cold by Bazel (``bazel-bootstrap`` 4.2,
+offline) through this checkout's rules: every target has a ``torch_package`` twin in a
+BUILD.bazel (a ``py_library`` of its code in ``srcs``), the workspace reaches the rules with
+``local_repository`` as WORKSPACE.example shows, the Python toolchain is this interpreter,
+no remote or disk cache is given, and the build gets a fresh output base and ``--jobs``
+like the CLI's (the server's start is part of the time; unpacking Bazel's install base,
+once per machine, is not). ``--no-zygote`` builds with the CLI's fresh interpreter per export
+(as Bazel does), for comparison.
+
+``--targets`` sets the size: use 20-30 targets while other jobs load the machine.
 
 The output is markdown, ready to paste into the README.
 """
@@ -31,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,14 +101,50 @@ def _name(index: int) -> str:
     return f"t{index:03d}"
 
 
+BAZEL_WORKSPACE = """workspace(name = "bench_builds")
+
+local_repository(name = "rules_torchpack", path = "{repo}")
+
+load("@rules_torchpack//rules:repositories.bzl", "rules_torchpack_dependencies", "rules_torchpack_toolchains")
+
+rules_torchpack_dependencies()
+
+rules_torchpack_toolchains(interpreter = "{python}")
+"""
+
+# The settings of the rules' own repository (.bazelrc): a fixed action environment, no
+# sandbox kept on disk.
+BAZEL_RC = "build --incompatible_strict_action_env\nbuild --nosandbox_debug\n"
+
+LIBRARY = 'package(default_visibility = ["//visibility:public"])\n\npy_library(name = "{name}", srcs = {srcs}, deps = {deps})\n'
+
+
+def _bazel_target(name: str, code_deps: list[str], table: dict[str, Any]) -> str:
+    """A target's BUILD.bazel: its code as a py_library and the torch_package twin of its table."""
+    arguments = "".join(f"    {key} = {json.dumps(value)},\n" for key, value in table.items())
+    return (
+        'load("@rules_torchpack//rules:defs.bzl", "torch_package")\n\n'
+        + LIBRARY.format(name="code", srcs='["__init__.py", "model.py"]', deps=json.dumps(code_deps))
+        + f'\ntorch_package(\n    name = "{name}",\n    srcs = [":code"],\n{arguments})\n'
+    )
+
+
 def write_workspace(root: Path, targets: int, shared: int, composed: int) -> dict[str, set[str]]:
-    """Writes the workspace; returns, per target label, the labels of targets it depends on."""
+    """Writes the workspace (BUILD.toml and BUILD.bazel twins); returns, per target label,
+    the labels of targets it depends on."""
     (root / "WORKSPACE").write_text("")
+    (root / "WORKSPACE.bazel").write_text(BAZEL_WORKSPACE.format(repo=REPO, python=sys.executable))
+    (root / ".bazelrc").write_text(BAZEL_RC)
+    (root / ".bazelignore").write_text("torchpack-out\n")
     (root / "bw").mkdir()
     (root / "bw" / "__init__.py").write_text("")
+    (root / "bw" / "BUILD.bazel").write_text(LIBRARY.format(name="bw", srcs='["__init__.py"]', deps="[]"))
     (root / "bw" / "shared").mkdir()
     (root / "bw" / "shared" / "__init__.py").write_text("")
     (root / "bw" / "shared" / "common.py").write_text(SHARED_MODULE)
+    (root / "bw" / "shared" / "BUILD.bazel").write_text(
+        LIBRARY.format(name="shared", srcs='["__init__.py", "common.py"]', deps='["//bw"]')
+    )
     deps: dict[str, set[str]] = {}
     for index in range(targets):
         name = _name(index)
@@ -108,12 +154,17 @@ def write_workspace(root: Path, targets: int, shared: int, composed: int) -> dic
         label = f"//bw/{name}:{name}"
         intern = ["bw", f"bw.{name}.**"]
         lines = []
+        table: dict[str, Any] = {}
+        code_deps = ["//bw"]
+        record = {"call": f"bw.{name}.model:build"}
         if index >= targets - composed:
             base = _name(index % shared)
             deps[label] = {f"//bw/{base}:{base}"}
             (folder / "model.py").write_text(COMPOSED_MODEL.format(index=index))
             intern += [f"bw.{base}.**", "bw.shared.**"]
             lines += [f'deps = ["//bw/{base}"]']
+            table["deps"] = [f"//bw/{base}"]
+            record["dep_args"] = {"inner": {"from": f"//bw/{base}", "record": f"{base}/model.pkl"}}
             pickle = [f'[{name}.pickle."{name}/model.pkl"]', f'call = "bw.{name}.model:build"',
                       f'dep_args = {{ inner = {{ from = "//bw/{base}", record = "{base}/model.pkl" }} }}']
         else:
@@ -122,16 +173,20 @@ def write_workspace(root: Path, targets: int, shared: int, composed: int) -> dic
             (folder / "model.py").write_text((SHARED_MODEL if uses_shared else OWN_MODEL).format(index=index))
             if uses_shared:
                 intern.append("bw.shared.**")
+                code_deps.append("//bw/shared")
             pickle = [f'[{name}.pickle."{name}/model.pkl"]', f'call = "bw.{name}.model:build"']
         head = [f"[{name}]", "intern = [" + ", ".join(f'"{glob}"' for glob in intern) + "]", *lines, ""]
         (folder / "BUILD.toml").write_text("\n".join(head + pickle) + "\n")
+        table.update(intern=intern, pickle={f"{name}/model.pkl": record})
+        (folder / "BUILD.bazel").write_text(_bazel_target(name, code_deps, table))
     return deps
 
 
-def torchpack_build(root: Path, out: Path, jobs: int) -> dict[str, Any]:
+def torchpack_build(root: Path, out: Path, jobs: int, zygote: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "torchpack.build", "//...", "--jobs", str(jobs), "--out", str(out), "--json"],
+        [sys.executable, "-m", "torchpack.build", "//...", "--jobs", str(jobs), "--out", str(out), "--json",
+         *([] if zygote else ["--no-zygote"])],
         cwd=root, capture_output=True, text=True, check=False,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))),
     )
@@ -144,7 +199,40 @@ def torchpack_build(root: Path, out: Path, jobs: int) -> dict[str, Any]:
         failed = [t for t in targets if t["state"] == "failed"]
         raise SystemExit(f"build failed (exit {done.returncode}): {failed[:2]}\n{done.stderr[-2000:]}")
     built = sorted(t["label"] for t in targets if t["state"] == "built")
-    return {"seconds": seconds, "built": built, "total": len(targets)}
+    exports = sorted(t["seconds"] for t in targets if t["state"] == "built")
+    median = exports[len(exports) // 2] if exports else 0.0
+    return {"seconds": seconds, "built": built, "total": len(targets), "median_export": median}
+
+
+def _bazel_env() -> dict[str, str]:
+    """The caller's environment without Python and Bazel settings; any download attempt goes
+    to a proxy nobody listens on (the build is offline by construction)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BAZEL", "TEST_", "PYTHON", "VIRTUAL_ENV"))}
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        env[key] = "http://127.0.0.1:9"
+    return env
+
+
+def bazel_build(root: Path, scratch: Path, jobs: int) -> dict[str, Any]:
+    """A cold ``bazel build //...``: a fresh output base, no remote or disk cache."""
+    binary = shutil.which("bazel")
+    if binary is None:
+        raise SystemExit("--bazel: bazel is not installed (apt-get install -y bazel-bootstrap)")
+    user_root = scratch / "bazel"
+    startup = [binary, f"--output_user_root={user_root}", "--nohome_rc", "--max_idle_secs=120"]
+    run = dict(cwd=root, env=_bazel_env(), capture_output=True, text=True, check=False)
+    # Unpacks the install base (once per machine in real use), then stops the server.
+    subprocess.run([*startup, f"--output_base={user_root / 'warmup'}", "version"], **run)
+    subprocess.run([*startup, f"--output_base={user_root / 'warmup'}", "shutdown"], **run)
+    cold = [*startup, f"--output_base={user_root / 'cold'}"]
+    start = time.perf_counter()
+    done = subprocess.run([*cold, "build", f"--jobs={jobs}", "--disk_cache=", "--noremote_accept_cached", "//..."], **run)
+    seconds = time.perf_counter() - start
+    subprocess.run([*cold, "shutdown"], **run)
+    if done.returncode != 0:
+        raise SystemExit(f"bazel build failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    archives = sorted(str(p.relative_to(root / "bazel-bin")) for p in (root / "bazel-bin").rglob("*.pt"))
+    return {"seconds": seconds, "archives": archives}
 
 
 def dependents_of_shared(deps: dict[str, set[str]], root: Path) -> set[str]:
@@ -162,27 +250,36 @@ def dependents_of_shared(deps: dict[str, set[str]], root: Path) -> set[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=int, default=100)
-    parser.add_argument("--shared", type=int, default=25, help="targets whose code imports bw.shared.common")
-    parser.add_argument("--composed", type=int, default=10, help="targets depending on a shared target's archive")
+    parser.add_argument("--shared", type=int, help="targets whose code imports bw.shared.common (default: a quarter)")
+    parser.add_argument("--composed", type=int, help="targets depending on a shared target's archive (default: a tenth)")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="the cold builds' --jobs (default: 1 2)")
+    parser.add_argument("--no-zygote", action="store_true", help="build with a fresh interpreter per export")
+    parser.add_argument("--bazel", action="store_true", help="also build the workspace cold with Bazel")
     parser.add_argument("--json", metavar="FILE", help="also save the results as JSON")
     args = parser.parse_args()
+    args.shared = max(1, args.targets // 4) if args.shared is None else args.shared
+    args.composed = args.targets // 10 if args.composed is None else args.composed
     if args.shared + args.composed > args.targets:
         parser.error("--shared + --composed must not exceed --targets")
-    results: dict[str, Any] = {"targets": args.targets}
+    zygote = not args.no_zygote
+    results: dict[str, Any] = {"targets": args.targets, "jobs": args.jobs, "zygote": zygote}
     with tempfile.TemporaryDirectory(prefix="torchpack-bench-builds-") as temp:
         root = Path(temp) / "ws"
         root.mkdir()
         deps = write_workspace(root, args.targets, args.shared, args.composed)
-        for jobs in (1, 2):
+        for jobs in args.jobs:
             out = Path(temp) / f"out-jobs{jobs}"
             print(f"cold build, --jobs {jobs}", file=sys.stderr, flush=True)
-            results[f"cold_jobs{jobs}"] = torchpack_build(root, out, jobs)
+            results[f"cold_jobs{jobs}"] = torchpack_build(root, out, jobs, zygote)
+        if args.bazel:
+            print(f"cold Bazel build, --jobs {max(args.jobs)}", file=sys.stderr, flush=True)
+            results["bazel"] = bazel_build(root, Path(temp), max(args.jobs))
         print("no-op rebuild", file=sys.stderr, flush=True)
-        results["noop"] = torchpack_build(root, out, 2)
+        results["noop"] = torchpack_build(root, out, max(args.jobs), zygote)
         common = root / "bw" / "shared" / "common.py"
         common.write_text(common.read_text() + "# edited\n")
         print("rebuild after editing bw/shared/common.py", file=sys.stderr, flush=True)
-        results["touched"] = torchpack_build(root, out, 2)
+        results["touched"] = torchpack_build(root, out, max(args.jobs), zygote)
         expected = dependents_of_shared(deps, root)
         results["expected_rebuilt"] = sorted(expected)
     print(report(results))
@@ -191,22 +288,37 @@ def main() -> None:
 
 
 def report(results: dict[str, Any]) -> str:
-    one, two = results["cold_jobs1"]["seconds"], results["cold_jobs2"]["seconds"]
     noop, touched = results["noop"], results["touched"]
     expected = set(results["expected_rebuilt"])
     rebuilt = set(touched["built"])
+    count = results["targets"]
+    engine = "" if results["zygote"] else ", `--no-zygote`"
     lines = [
-        f"Builds of a generated workspace of {results['targets']} targets "
+        f"Builds of a generated workspace of {count} targets "
         f"({len(expected)} depend on bw/shared/common.py), {os.cpu_count()} cores:",
         "",
-        "| build | wall time | built | target | met |",
-        "|---|---|---|---|---|",
-        f"| cold, `--jobs 1` | {one:.1f} s | {len(results['cold_jobs1']['built'])} | - | - |",
-        f"| cold, `--jobs 2` | {two:.1f} s ({one / two:.2f}x `--jobs 1`) | {len(results['cold_jobs2']['built'])} "
-        f"| >= 1.6x `--jobs 1` | {'yes' if one / two >= 1.6 else '**no**'} |",
-        f"| no-op rebuild | {noop['seconds']:.2f} s | {len(noop['built'])} | <= 1 s | "
+        "| build | wall time | per target | built | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for jobs in results["jobs"]:
+        cold = results[f"cold_jobs{jobs}"]
+        speedup, verdict = "", "- | -"
+        if jobs != 1 and "cold_jobs1" in results:
+            ratio = results["cold_jobs1"]["seconds"] / cold["seconds"]
+            speedup = f" ({ratio:.2f}x `--jobs 1`)"
+            verdict = f">= 1.6x `--jobs 1` | {'yes' if ratio >= 1.6 else '**no**'}"
+        lines.append(
+            f"| cold, `--jobs {jobs}`{engine} | {cold['seconds']:.1f} s{speedup} | {cold['seconds'] / count:.2f} s "
+            f"(export median {cold['median_export']:.2f} s) | {len(cold['built'])} | {verdict} |"
+        )
+    if "bazel" in results:
+        bazel = results["bazel"]["seconds"]
+        lines.append(f"| cold, Bazel, `--jobs {max(results['jobs'])}` | {bazel:.1f} s | {bazel / count:.2f} s "
+                     f"| {len(results['bazel']['archives'])} | - | - |")
+    lines += [
+        f"| no-op rebuild | {noop['seconds']:.2f} s | - | {len(noop['built'])} | <= 1 s | "
         f"{'yes' if noop['seconds'] <= 1 and not noop['built'] else '**no**'} |",
-        f"| after editing bw/shared/common.py | {touched['seconds']:.1f} s | {len(rebuilt)} of "
+        f"| after editing bw/shared/common.py | {touched['seconds']:.1f} s | - | {len(rebuilt)} of "
         f"{len(expected)} dependents | exactly its dependents | {'yes' if rebuilt == expected else '**no**'} |",
     ]
     if rebuilt != expected:

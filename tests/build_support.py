@@ -12,7 +12,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchpack.build import cli
+from torchpack.build import cli, runner
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = ("tinynet", "textclf", "composed", "graphs")
@@ -59,18 +59,19 @@ class InProcess:
 
 
 def build_in_process(monkeypatch, cwd: Path, *args: str) -> InProcess:
-    """Run the CLI in this process, recording every subprocess (= export) it starts."""
+    """Run the CLI in this process, recording the arguments of every export it starts
+    (forked by the zygote or in a fresh interpreter: both go through ``_Processes.run``)."""
     started: list[list[str]] = []
-    real_popen = subprocess.Popen
+    real_run = runner._Processes.run
 
-    def counting_popen(command, *a, **kw):
-        started.append(list(command))
-        return real_popen(command, *a, **kw)
+    def counting_run(self, action_args, **kw):
+        started.append(list(action_args))
+        return real_run(self, action_args, **kw)
 
-    monkeypatch.setattr(subprocess, "Popen", counting_popen)
+    monkeypatch.setattr(runner._Processes, "run", counting_run)
     monkeypatch.chdir(cwd)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(list(args))
-    monkeypatch.setattr(subprocess, "Popen", real_popen)
+    monkeypatch.setattr(runner._Processes, "run", real_run)
     return InProcess(code, out.getvalue(), err.getvalue(), started)

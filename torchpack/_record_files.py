@@ -84,6 +84,16 @@ def open_regular_file(path: str, archive: str, record: str | None = None, *, fol
     return os.fdopen(descriptor, "rb")
 
 
+#: An archive's signature lives beside it (:mod:`torchpack._signing`); here so that finding
+#: it does not import the signing machinery (the build CLI checks for stale ones every build).
+SIGNATURE_SUFFIX = ".sig"
+
+
+def signature_path(archive: str | os.PathLike) -> str:
+    """Where an archive's signature lives: ``ARCHIVE.sig`` (a folder archive's too)."""
+    return os.fspath(archive).rstrip("/" + os.sep) + SIGNATURE_SUFFIX
+
+
 def write_atomically(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``.
 

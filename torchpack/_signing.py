@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Union
 from . import _records as records
 from ._archive_reader import ArchiveReader
 from ._integrity import CheckedReader, parse_integrity
-from ._record_files import open_regular_file, write_atomically
+from ._record_files import open_regular_file, signature_path, write_atomically
 from .errors import ArchiveFormatError, RecordNotFoundError, SignatureError, SigningKeyError, SigningUnavailableError
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 #: What precedes the integrity record's bytes in the signed message (domain separation).
 SIGNED_PREFIX = b"torchpack archive signature v1\0"
 SIGNATURE_SCHEMA = "torchpack-signature/1"
-SIGNATURE_SUFFIX = ".sig"
 #: A sidecar is about 200 bytes; anything much larger is not one, and is not read whole.
 MAX_SIGNATURE_SIZE = 1 << 16
 #: Raw Ed25519 keys (public key, private seed) and signatures, in bytes.
@@ -170,11 +169,6 @@ def generate_key_pair(private_path: str | os.PathLike) -> tuple[str, str]:
             os.unlink(path)
         raise
     return private_path, public_path
-
-
-def signature_path(archive: str | os.PathLike) -> str:
-    """Where an archive's signature lives: ``ARCHIVE.sig`` (a folder archive's too)."""
-    return os.fspath(archive).rstrip("/" + os.sep) + SIGNATURE_SUFFIX
 
 
 def integrity_bytes(reader: ArchiveReader) -> bytes:

@@ -352,7 +352,8 @@ def _undeclared_resources(target: Target, root: Path, python_path: tuple[str, ..
     interned = set(exporter.interned_modules())
     declared = {root / file for file in (*target.text.values(), *target.binary.values())}
     code_suffixes = (*importlib.machinery.all_suffixes(), ".pyc")
-    for path in sorted(map(Path, read)):
+    inside = os.path.join(root, "")  # a cheap first cut: ``read`` may hold all of torch's files
+    for path in sorted(Path(p) for p in read if p.startswith(inside)):
         if not path.is_relative_to(root) or path.suffix in code_suffixes or path in declared or not path.is_file():
             continue
         if any(path.is_relative_to(folder) for folder in skip):

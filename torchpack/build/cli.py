@@ -19,9 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import _records as records
-from .._archive_reader import open_archive
-from .._signing import load_private_key
 from ..cli._output import format_size
 from ..errors import SigningKeyError, SigningUnavailableError, TorchpackError
 from .cache import ActionCache, toolchain_fingerprint
@@ -47,6 +44,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="exports run at once (default: CPU count)")
     parser.add_argument("--no-cache", action="store_true", help="rebuild even when the action cache says up to date")
     parser.add_argument("--check", action="store_true", help="build every target twice in perturbed environments; fail on any byte difference")
+    parser.add_argument(
+        "--no-zygote", action="store_true",
+        help="start every export in its own fresh interpreter instead of forking it from one that imported torch once",
+    )
     parser.add_argument("--list", action="store_true", help="list the matching targets and their outputs; build nothing")
     parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     parser.add_argument(
@@ -70,6 +71,8 @@ def _signing_key(graph: BuildGraph, key_file: Path | None) -> Any:
             f"{signed[0].build_file}: target '{signed[0].name}': sign = true needs a key: "
             f"pass --sign-key KEYFILE or set {SIGN_KEY_VARIABLE}"
         )
+    from .._signing import load_private_key  # here: a build that signs nothing starts faster
+
     return load_private_key(key_file)
 
 
@@ -109,6 +112,9 @@ def _line(result: TargetResult, width: int) -> str:
 
 def _optional_missing(output: Path) -> list[str]:
     """The modules an export left out as optional and not installed, as its archive records them."""
+    from .. import _records as records  # here: --json output never reads an archive
+    from .._archive_reader import open_archive
+
     try:
         reader = open_archive(output)
         if not reader.has_record(records.OPTIONAL_MISSING):
@@ -198,7 +204,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m torchpack.build")
         toolchain += f" python-path={list(workspace.python_path)}"
     cache = ActionCache(workspace.out, workspace.root, toolchain)
     options = Options(
-        jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose, sign_key=sign_key
+        jobs=args.jobs, use_cache=not args.no_cache, check=args.check, verbose=args.verbose, sign_key=sign_key,
+        zygote=not args.no_zygote,
     )
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     # SIGTERM (a CI timeout, `kill`) stops the exports like Ctrl-C does instead of orphaning

@@ -54,16 +54,20 @@ def _libraries_used(root: Path, preloaded: frozenset[str]) -> set[str]:
     names imported before the export began."""
     from torchpack._source_scan import scan_source
 
+    # String prefixes, not Path.is_relative_to: sys.modules holds over a thousand of torch's
+    # modules, and building a Path for each cost more than the rest of a small export.
+    inside = os.path.join(root, "")
     named: set[str] = set()
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
         if not isinstance(file, str):
             continue
         top = name.partition(".")[0]
-        # A submodule a preloaded library loads lazily (numpy's, torch's) is still that library.
-        if top not in preloaded and not Path(file).is_relative_to(root):
-            named.add(top)
-        elif Path(file).is_relative_to(root) and file.endswith(".py"):
+        if not file.startswith(inside):
+            # A submodule a preloaded library loads lazily (numpy's, torch's) is still that library.
+            if top not in preloaded:
+                named.add(top)
+        elif file.endswith(".py"):
             with contextlib.suppress(OSError, SyntaxError, ImportError, UnicodeDecodeError):
                 source = Path(file).read_text(encoding="utf-8")
                 named.update(ref.module.partition(".")[0] for ref in scan_source(source, module.__package__ or "", file))
@@ -80,12 +84,13 @@ def export_inputs(
     and the distributions whose version stands for installed code among it."""
     from torchpack._records import _distributions_providing
 
-    candidates = {Path(p) for p in recorder.paths if Path(p).is_relative_to(root)}
+    inside = os.path.join(root, "")
+    candidates = {Path(p) for p in recorder.paths if p.startswith(inside)}
     candidates.update(read)
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         # Workspace modules imported by factories shape the pickles even when not interned.
-        if isinstance(file, str) and Path(file).is_relative_to(root):
+        if isinstance(file, str) and file.startswith(inside):
             candidates.add(Path(file))
     distributions = {dist for top in tops for dist in _distributions_providing(top)}
     distributions.update(_libraries_used(root, preloaded))

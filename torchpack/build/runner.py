@@ -18,14 +18,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .._archive_reader import open_archive
-from .._signing import sign_archive, signature_path
+from .._record_files import signature_path
 from ..errors import TorchpackError
 from .cache import ActionCache, remove_dead_temporaries, temporary_prefix
 from .graph import BuildGraph
 from .labels import Label
 from .targets import Target
 from .workspace import Workspace
+from .zygote import ForkedExport, Zygote, ZygoteUnavailable
 
 State = Literal["built", "cached", "failed", "skipped"]
 
@@ -38,6 +38,11 @@ _BOOTSTRAP = (
     "import torchpack.build.action as action; sys.path.remove(home); sys.exit(action.main())"
 )
 _TORCHPACK_HOME = str(Path(__file__).resolve().parents[2])
+# The same, for the zygote (see zygote.py), which then forks one export per request.
+_ZYGOTE_BOOTSTRAP = (
+    "import sys; home = sys.argv.pop(1); sys.path.insert(0, home); "
+    "import torchpack.build.zygote as zygote; sys.path.remove(home); sys.exit(zygote.serve())"
+)
 
 
 def action_command(action_args: list[str]) -> list[str]:
@@ -45,11 +50,11 @@ def action_command(action_args: list[str]) -> list[str]:
 
     Shared with the Bazel rule's builder, so both engines run exports the same way.
     """
-    return [
-        sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []),
-        "-c", _BOOTSTRAP, _TORCHPACK_HOME,
-        *action_args,
-    ]
+    return [*_interpreter(_BOOTSTRAP), *action_args]
+
+
+def _interpreter(bootstrap: str) -> list[str]:
+    return [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "-c", bootstrap, _TORCHPACK_HOME]
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class Options:
     use_cache: bool = True
     check: bool = False
     verbose: bool = False
+    #: Fork exports from a pre-imported interpreter (zygote.py) instead of starting each afresh.
+    zygote: bool = True
     #: The Ed25519 private key that signs targets with ``sign = true``; read by this process
     #: only, never handed to an export.
     sign_key: Any = None
@@ -128,26 +135,45 @@ class _Processes:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: set[subprocess.Popen[bytes]] = set()
+        self._running: set[subprocess.Popen[bytes] | ForkedExport] = set()
         self.stopping = False
 
-    def run(self, command: list[str], **kwargs: object) -> tuple[int, str]:
+    def run(
+        self, action_args: list[str], *, env: dict[str, str], cwd: Path, umask: int, log: Path, zygote: Zygote | None,
+    ) -> tuple[int, str]:
+        """Run the export; return its exit status and output (stdout and stderr, interleaved).
+
+        Forked by ``zygote`` when it can take ``env``, else (or when it fails) a fresh interpreter.
+        """
         with self._lock:
             if self.stopping:
                 return -1, "cancelled"
-            process = subprocess.Popen(  # type: ignore[call-overload]
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
-            )
+            process: subprocess.Popen[bytes] | ForkedExport | None = None
+            if zygote is not None and zygote.accepts(env):
+                try:
+                    process = zygote.start(action_args, env, cwd, umask, log)
+                except ZygoteUnavailable:
+                    process = None
+            if process is None:
+                process = subprocess.Popen(
+                    action_command(action_args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    start_new_session=True, env=env, cwd=str(cwd), umask=umask, stdin=subprocess.DEVNULL,
+                )
             self._running.add(process)
         try:
-            log, _ = process.communicate()
+            if isinstance(process, ForkedExport):
+                process.wait()
+                output = log.read_bytes() if log.exists() else b""
+            else:
+                output, _ = process.communicate()
         finally:
             with self._lock:
                 self._running.discard(process)
-        return process.returncode, log.decode("utf-8", "replace")
+        assert process.returncode is not None
+        return process.returncode, output.decode("utf-8", "replace")
 
     @staticmethod
-    def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    def _signal_group(process: subprocess.Popen[bytes] | ForkedExport, signum: int) -> None:
         try:
             os.killpg(process.pid, signum)  # the session leader's pid is its group id
         except (ProcessLookupError, PermissionError):
@@ -180,6 +206,7 @@ def _run_action(
     perturbed: bool,
     verbose: bool,
     scan_cache: Path,
+    zygote: Zygote | None,
 ) -> _Outcome:
     scratch = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
     try:
@@ -188,7 +215,7 @@ def _run_action(
         report = scratch / "report.json"
         home = scratch / "home"
         home.mkdir()
-        command = action_command([
+        action_args = [
             "--definition", str(definition),
             "--workspace", str(workspace.root),
             "--output", str(output),
@@ -197,13 +224,14 @@ def _run_action(
             "--confine",
             *[f"--python-path={folder or '.'}" for folder in workspace.python_path],
             *(["--verbose"] if verbose else []),
-        ])
+        ]
         returncode, log = processes.run(
-            command,
+            action_args,
             env=hermetic_env(home, perturbed=perturbed, scan_cache=scan_cache),
-            cwd=str(home if perturbed else workspace.root),
+            cwd=home if perturbed else workspace.root,
             umask=0o077 if perturbed else 0o022,
-            stdin=subprocess.DEVNULL,
+            log=scratch / "log",
+            zygote=zygote,
         )
         where = f"{target.label.build_file}: target '{target.label.name}'"
         try:
@@ -260,6 +288,10 @@ class Builder:
         self.on_result, self.progress = on_result, progress
         self.results: dict[Label, TargetResult] = {}
         self.processes = _Processes()
+        self._zygote: Zygote | None = None
+        self._zygote_home: str | None = None
+        self._zygote_tried = False  # started once at most: not again after a failure or the end
+        self._zygote_lock = threading.Lock()
 
     def output(self, label: Label) -> Path:
         return self.workspace.output_of(label.package, self.graph.targets[label].out)
@@ -296,7 +328,37 @@ class Builder:
                 # may outlive the build.
                 self.processes.stop()
                 raise
+            finally:
+                self._close_zygote()
         return [self.results[label] for label in self.graph.order]
+
+    def _zygote_for_exports(self) -> Zygote | None:
+        """The zygote, started by the first export that needs it (a no-op build starts none);
+        None when turned off or when it cannot start (exports then start their own interpreter)."""
+        if not self.options.zygote:
+            return None
+        with self._zygote_lock:
+            if not self._zygote_tried:
+                self._zygote_tried = True
+                self._zygote_home = tempfile.mkdtemp(prefix="torchpack-zygote-")
+                home = Path(self._zygote_home)
+                env = hermetic_env(home, scan_cache=self.cache.folder / "scan")
+                # Its working directory is its own empty home, not the workspace: without -P
+                # (Python < 3.11) the working directory is on sys.path while torch is imported.
+                try:
+                    self._zygote = Zygote(_interpreter(_ZYGOTE_BOOTSTRAP), env, home)
+                except (OSError, ZygoteUnavailable):
+                    self._zygote = None
+            return self._zygote
+
+    def _close_zygote(self) -> None:
+        with self._zygote_lock:
+            self._zygote_tried = True
+            if self._zygote is not None:
+                self._zygote.close()
+            if self._zygote_home is not None:
+                shutil.rmtree(self._zygote_home, ignore_errors=True)
+            self._zygote, self._zygote_home = None, None
 
     def _finish(self, result: TargetResult) -> None:
         if result.state in ("built", "cached"):
@@ -313,6 +375,10 @@ class Builder:
         if not self.graph.targets[result.label].sign:
             sidecar.unlink(missing_ok=True)
             return result
+        # Imported here: a build that signs nothing (a no-op rebuild) does without them.
+        from .._archive_reader import open_archive
+        from .._signing import sign_archive
+
         try:
             sign_archive(open_archive(result.output), self.options.sign_key)
         except (TorchpackError, OSError) as error:
@@ -344,6 +410,7 @@ class Builder:
         return _run_action(
             self.processes, self.workspace, target, output, deps,
             perturbed=perturbed, verbose=self.options.verbose, scan_cache=self.cache.folder / "scan",
+            zygote=self._zygote_for_exports(),
         )
 
     def _build(self, target: Target, output: Path, dep_digests: dict[Label, str]) -> TargetResult:
