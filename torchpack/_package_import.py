@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-import io
 import os
 import pickle
 import threading
@@ -434,7 +433,7 @@ class PackageImporter(PackageImportSystem, Importer):
         data = self.zip_reader.read(pickle_name)
         unpickler: Any
         if self._global_policy is None:
-            unpickler = PackageUnpickler(io.BytesIO(data), self, persistent_load)
+            unpickler = PackageUnpickler(data, self, persistent_load)
         else:
             unpickler = RestrictedUnpickler(
                 data,

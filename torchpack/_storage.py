@@ -295,7 +295,11 @@ def rebuild_tensor(
             tensor.requires_grad = True
         if metadata:
             torch._utils.set_tensor_metadata(tensor, metadata)
-        tensor._backward_hooks = backward_hooks
+        if backward_hooks or type(backward_hooks) is not collections.OrderedDict:
+            # Assigning hooks gives the tensor autograd metadata and a hook calling them, which
+            # costs more than the rest of building it: an empty OrderedDict, which torch
+            # pickles for every tensor, is left out, as if the tensor had never had hooks.
+            tensor._backward_hooks = backward_hooks
     except DATA_ERRORS as error:
         raise PickleDataError(f"_rebuild_tensor_v2: {error}") from error
     return tensor
