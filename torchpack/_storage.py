@@ -202,9 +202,16 @@ def typed_storage(untyped: torch.UntypedStorage, dtype: torch.dtype) -> torch.st
     return typed
 
 
+#: torch's (priority, tagger, deserializer) list, and its deserializer for "cpu" storages.
+_REGISTRY = torch.serialization._package_registry
+_CPU_RESTORE = torch.serialization._cpu_deserialize
+
+
 def restore_location(storage: torch.UntypedStorage, location: str, map_location: MapLocation) -> Any:
     """Move a loaded storage where ``map_location`` says, with torch.load's meaning of it."""
     if map_location is None:
+        if location == "cpu" and _REGISTRY[0][2] is _CPU_RESTORE:
+            return storage  # what torch's first deserializer, the CPU one, says: once per tensor
         return default_restore_location(storage, location)
     if isinstance(map_location, dict):
         return default_restore_location(storage, map_location.get(location, location))
@@ -283,7 +290,10 @@ def rebuild_tensor(
     """
     if backward_hooks is _MISSING or extra:  # the C unpickler would raise a raw TypeError
         raise PickleDataError("_rebuild_tensor_v2 takes 6 or 7 arguments")
-    untyped, dtype = _typed_parts(storage)
+    if type(storage) is torch.storage.TypedStorage:  # _typed_parts, inline: once per tensor
+        untyped, dtype = storage._untyped_storage, storage.dtype
+    else:
+        untyped, dtype = _typed_parts(storage)
     check_extent(untyped.nbytes(), dtype.itemsize, storage_offset, size, stride)
     key = (dtype, untyped.device)
     empty = _EMPTY_TENSORS.get(key)
