@@ -71,3 +71,25 @@ def test_loaded_tensors_start_without_hooks_and_take_new_ones(tmp_path: Path) ->
     (plain * 3).sum().backward()
     assert torch.equal(seen[0], torch.full((3,), 3.0)) and torch.equal(plain.grad, torch.full((3,), 6.0))
     assert isinstance(loaded["weight"], torch.nn.Parameter) and loaded["weight"].requires_grad
+
+
+def test_a_deserializer_registered_before_torchs_cpu_one_is_still_asked(tmp_path: Path) -> None:
+    # Without map_location a "cpu" storage is kept as it is only while torch's own CPU
+    # deserializer comes first in its registry; one registered ahead of it is asked, as torch.load would.
+    path = _export(tmp_path / "restore.pt", [torch.ones(2), torch.zeros(3)])
+    asked: list[str] = []
+
+    def deserialize(storage: object, location: str) -> object:
+        asked.append(location)
+        return storage
+
+    registry = torch.serialization._package_registry
+    torch.serialization.register_package(1, lambda obj: None, deserialize)
+    try:
+        loaded = PackageImporter(path).load_pickle("data", "obj.pkl")
+    finally:
+        registry[:] = [entry for entry in registry if entry[2] is not deserialize]
+    assert asked == ["cpu", "cpu"] and torch.equal(loaded[1], torch.zeros(3))
+    asked.clear()
+    PackageImporter(path).load_pickle("data", "obj.pkl")
+    assert asked == []

@@ -49,14 +49,19 @@ def storage_location(storage: torch.UntypedStorage) -> str:
     return location_tag(storage)
 
 
+#: torch's (priority, tagger, deserializer) list, kept sorted in place, and its deserializer
+#: for "cpu" storages.
+_REGISTRY = torch.serialization._package_registry
+_CPU_RESTORE = torch.serialization._cpu_deserialize
+
+
 def cpu_tagged_first() -> bool:
     """Whether torch asks its CPU tagger first, so that every CPU storage's location is "cpu".
 
     A tagger registered with a lower priority could claim CPU storages; then only
     :func:`storage_location` is sure to say what torch would.
     """
-    registry = torch.serialization._package_registry
-    return bool(registry) and registry[0][1] is torch.serialization._cpu_tag
+    return bool(_REGISTRY) and _REGISTRY[0][1] is torch.serialization._cpu_tag
 
 
 class StorageRef:
@@ -200,11 +205,6 @@ def typed_storage(untyped: torch.UntypedStorage, dtype: torch.dtype) -> torch.st
     typed.dtype = dtype
     typed._untyped_storage = untyped
     return typed
-
-
-#: torch's (priority, tagger, deserializer) list, and its deserializer for "cpu" storages.
-_REGISTRY = torch.serialization._package_registry
-_CPU_RESTORE = torch.serialization._cpu_deserialize
 
 
 def restore_location(storage: torch.UntypedStorage, location: str, map_location: MapLocation) -> Any:
