@@ -34,6 +34,10 @@ def _sha256(data: Any) -> str:
 
 #: Algorithm name, as the integrity record spells it -> the hex digest of a bytes-like object.
 HEX_DIGESTS: dict[str, Callable[[Any], str]] = {"blake3": _blake3, "sha256": _sha256}
+#: Algorithm name -> its hasher class: ``hasher(data).hexdigest()`` is the digest of ``data``
+#: on this thread alone, as :data:`HEX_DIGESTS` computes it below ``_THREADED_FROM`` bytes;
+#: called directly for small records, which come by the ten thousand.
+HASHERS: dict[str, Callable[[Any], Any]] = {"blake3": blake3.blake3, "sha256": hashlib.sha256}
 #: Every algorithm above gives 32 bytes: 64 hex digits.
 HEX_LENGTH = 64
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-import io
 import os
 import pickle
 import threading
@@ -384,8 +383,44 @@ class PackageImporter(PackageImportSystem, Importer):
         dtypes: dict[Any, torch.dtype] = {}  # storage class -> dtype, for this load
 
         def persistent_load(saved_id: Any) -> Any:
+            # One function rather than a checked wrapper around the loader: it runs per tensor.
             try:
-                return load_persistent(saved_id)
+                if type(saved_id) is not tuple or not saved_id:
+                    raise PickleDataError(f"the persistent id {saved_id!r:.100} is not a tuple")
+                kind = saved_id[0].decode("ascii") if isinstance(saved_id[0], bytes) else saved_id[0]
+                if kind == "storage":
+                    if len(saved_id) != 5:
+                        raise PickleDataError(f"the storage persistent id {saved_id!r:.100} has not 5 fields")
+                    storage_class, key, location, _count = saved_id[1:]
+                    key = key.decode("ascii") if isinstance(key, bytes) else key
+                    if type(key) is int:  # keys are strings; some writers' are numbers
+                        key = str(key)
+                    if type(key) is not str or type(location) is not str:
+                        raise PickleDataError(f"the storage persistent id {saved_id!r:.100} has an odd key or location")
+                    storage = located_storages.get(key)
+                    if storage is None:
+                        if storage_context is not None:  # an archive with TorchScript
+                            storage = shared_storage(storage_context, key)  # a script module's, this load
+                        if storage is None:
+                            storage = restore_location(self._storage_for_key(pickle_name, key), location, map_location)
+                            if storage_context is not None:
+                                share_storage(storage_context, key, storage)
+                        located_storages[key] = storage
+                    dtype = dtypes.get(storage_class) if isinstance(storage_class, type) else None
+                    if dtype is None:
+                        dtype = dtypes[storage_class] = storage_class_dtype(storage_class)
+                    return typed_storage(storage, dtype)
+                if kind == "reduce_package":
+                    if len(saved_id) not in (3, 4):
+                        raise PickleDataError(f"the persistent id {saved_id!r:.100} has not 3 or 4 fields")
+                    if len(saved_id) == 3:  # archives from before reduce ids existed
+                        _, func, args = saved_id
+                        return call_package_reducer(self, func, args)
+                    _, reduce_id, func, args = saved_id
+                    if reduce_id not in loaded_reduces:
+                        loaded_reduces[reduce_id] = call_package_reducer(self, func, args)
+                    return loaded_reduces[reduce_id]
+                raise PickleDataError(f"unknown persistent id kind {kind!r:.60}")
             except (TorchpackError, RecursionError):
                 raise
             except DATA_ERRORS as error:
@@ -393,48 +428,10 @@ class PackageImporter(PackageImportSystem, Importer):
                 # archive's data is at fault; the cause is kept, so a torchpack fault shows.
                 raise PickleDataError(f"persistent id {saved_id!r:.100}: {error}") from error
 
-        def load_persistent(saved_id: Any) -> Any:
-            if type(saved_id) is not tuple or not saved_id:
-                raise PickleDataError(f"the persistent id {saved_id!r:.100} is not a tuple")
-            kind = saved_id[0].decode("ascii") if isinstance(saved_id[0], bytes) else saved_id[0]
-            if kind == "storage":
-                if len(saved_id) != 5:
-                    raise PickleDataError(f"the storage persistent id {saved_id!r:.100} has not 5 fields")
-                storage_class, key, location, _count = saved_id[1:]
-                key = key.decode("ascii") if isinstance(key, bytes) else key
-                if type(key) is int:  # keys are strings; some writers' are numbers
-                    key = str(key)
-                if type(key) is not str or type(location) is not str:
-                    raise PickleDataError(f"the storage persistent id {saved_id!r:.100} has an odd key or location")
-                storage = located_storages.get(key)
-                if storage is None:
-                    if storage_context is not None:  # an archive with TorchScript
-                        storage = shared_storage(storage_context, key)  # a script module's, this load
-                    if storage is None:
-                        storage = restore_location(self._storage_for_key(pickle_name, key), location, map_location)
-                        if storage_context is not None:
-                            share_storage(storage_context, key, storage)
-                    located_storages[key] = storage
-                dtype = dtypes.get(storage_class) if isinstance(storage_class, type) else None
-                if dtype is None:
-                    dtype = dtypes[storage_class] = storage_class_dtype(storage_class)
-                return typed_storage(storage, dtype)
-            if kind == "reduce_package":
-                if len(saved_id) not in (3, 4):
-                    raise PickleDataError(f"the persistent id {saved_id!r:.100} has not 3 or 4 fields")
-                if len(saved_id) == 3:  # archives from before reduce ids existed
-                    _, func, args = saved_id
-                    return call_package_reducer(self, func, args)
-                _, reduce_id, func, args = saved_id
-                if reduce_id not in loaded_reduces:
-                    loaded_reduces[reduce_id] = call_package_reducer(self, func, args)
-                return loaded_reduces[reduce_id]
-            raise PickleDataError(f"unknown persistent id kind {kind!r:.60}")
-
         data = self.zip_reader.read(pickle_name)
         unpickler: Any
         if self._global_policy is None:
-            unpickler = PackageUnpickler(io.BytesIO(data), self, persistent_load)
+            unpickler = PackageUnpickler(data, self, persistent_load)
         else:
             unpickler = RestrictedUnpickler(
                 data,

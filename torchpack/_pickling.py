@@ -159,11 +159,20 @@ def _resolve(module: Any, qualname: str) -> Any:
     return obj
 
 
+#: How much of a pickle the C unpickler is handed at a time (see PackageUnpickler).
+_UNPICKLER_CHUNK = 1 << 20
+
+
 class PackageUnpickler(pickle.Unpickler):
     """C unpickler resolving globals through a package's importer (ordinary, unrestricted loads)."""
 
-    def __init__(self, file: io.BytesIO, importer: Importer, persistent_load: Callable[[Any], Any]) -> None:
-        super().__init__(file)
+    def __init__(self, data: bytes, importer: Importer, persistent_load: Callable[[Any], Any]) -> None:
+        # From a stream without peek() (io.BytesIO) the C unpickler reads every opcode with a
+        # call to read(): torch.package pickles are protocol 3, which has no frames, so that
+        # is some 50 calls per tensor - a seventh of loading many small tensors. A buffered
+        # reader has peek(), through which it takes the pickle a chunk at a time.
+        stream = io.BufferedReader(io.BytesIO(data), buffer_size=max(1, min(len(data), _UNPICKLER_CHUNK)))
+        super().__init__(stream)
         self._importer = importer
         # Set directly rather than forwarded by a method: one Python call less per tensor.
         self.persistent_load = persistent_load

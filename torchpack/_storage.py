@@ -49,14 +49,19 @@ def storage_location(storage: torch.UntypedStorage) -> str:
     return location_tag(storage)
 
 
+#: torch's (priority, tagger, deserializer) list, kept sorted in place, and its deserializer
+#: for "cpu" storages.
+_REGISTRY = torch.serialization._package_registry
+_CPU_RESTORE = torch.serialization._cpu_deserialize
+
+
 def cpu_tagged_first() -> bool:
     """Whether torch asks its CPU tagger first, so that every CPU storage's location is "cpu".
 
     A tagger registered with a lower priority could claim CPU storages; then only
     :func:`storage_location` is sure to say what torch would.
     """
-    registry = torch.serialization._package_registry
-    return bool(registry) and registry[0][1] is torch.serialization._cpu_tag
+    return bool(_REGISTRY) and _REGISTRY[0][1] is torch.serialization._cpu_tag
 
 
 class StorageRef:
@@ -205,6 +210,8 @@ def typed_storage(untyped: torch.UntypedStorage, dtype: torch.dtype) -> torch.st
 def restore_location(storage: torch.UntypedStorage, location: str, map_location: MapLocation) -> Any:
     """Move a loaded storage where ``map_location`` says, with torch.load's meaning of it."""
     if map_location is None:
+        if location == "cpu" and _REGISTRY[0][2] is _CPU_RESTORE:
+            return storage  # what torch's first deserializer, the CPU one, says: once per tensor
         return default_restore_location(storage, location)
     if isinstance(map_location, dict):
         return default_restore_location(storage, map_location.get(location, location))
@@ -283,7 +290,10 @@ def rebuild_tensor(
     """
     if backward_hooks is _MISSING or extra:  # the C unpickler would raise a raw TypeError
         raise PickleDataError("_rebuild_tensor_v2 takes 6 or 7 arguments")
-    untyped, dtype = _typed_parts(storage)
+    if type(storage) is torch.storage.TypedStorage:  # _typed_parts, inline: once per tensor
+        untyped, dtype = storage._untyped_storage, storage.dtype
+    else:
+        untyped, dtype = _typed_parts(storage)
     check_extent(untyped.nbytes(), dtype.itemsize, storage_offset, size, stride)
     key = (dtype, untyped.device)
     empty = _EMPTY_TENSORS.get(key)
@@ -295,7 +305,11 @@ def rebuild_tensor(
             tensor.requires_grad = True
         if metadata:
             torch._utils.set_tensor_metadata(tensor, metadata)
-        tensor._backward_hooks = backward_hooks
+        if backward_hooks or type(backward_hooks) is not collections.OrderedDict:
+            # Assigning hooks gives the tensor autograd metadata and a hook calling them, which
+            # costs more than the rest of building it: an empty OrderedDict, which torch
+            # pickles for every tensor, is left out, as if the tensor had never had hooks.
+            tensor._backward_hooks = backward_hooks
     except DATA_ERRORS as error:
         raise PickleDataError(f"_rebuild_tensor_v2: {error}") from error
     return tensor
