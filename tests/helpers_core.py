@@ -3,9 +3,14 @@ import semantics, real libraries). Plain functions, no mocks of the library."""
 
 from __future__ import annotations
 
+import functools
 import io
+import resource
 import struct
+import subprocess
+import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -40,3 +45,26 @@ def local_data_offset(data: bytes, info: zipfile.ZipInfo) -> int:
 
 def corpus_source(relpath: str) -> str:
     return (Path(__file__).parent / "corpus" / relpath).read_text()
+
+
+@functools.lru_cache(maxsize=1)
+def _cli_address_space() -> int:
+    """Bytes of address space a fresh interpreter holds once it imported torch and the CLI.
+
+    It depends on torch's build: 0.6 GiB with the CPU build, 3 GiB with the CUDA build the
+    package index gives Pythons other than 3.11 (mapped, not used, without a GPU).
+    """
+    probe = "import torch, torchpack.cli\nprint(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmPeak:')))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    return int(result.stdout) * 1024
+
+
+def limit_address_space(headroom: int) -> Callable[[], None]:
+    """A ``preexec_fn`` capping a child's address space at ``headroom`` bytes beyond what it
+    holds once torch and torchpack's CLI are imported, so a memory blow-up fails there."""
+    limit = _cli_address_space() + headroom
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply

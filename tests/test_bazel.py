@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.bazel
+
 REPO = Path(__file__).resolve().parents[1]
 
 # What the copied Bazel workspace is made of (everything else in the checkout is

@@ -14,6 +14,8 @@ from torchpack import PackageImporter
 from torchpack import _signing as signing
 from torchpack.errors import SignatureError
 
+pytestmark = pytest.mark.bazel
+
 SIGNED_BUILD = textwrap.dedent(
     """\
     load("//rules:defs.bzl", "torch_package")

@@ -113,3 +113,36 @@ def test_dev_test_without_root_prints_the_install_command_and_stops(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "sudo apt-get update && sudo apt-get install -y bazel-bootstrap nginx graphviz" in result.stderr
     assert result.stdout == ""  # pytest --version never ran
+
+
+def test_dev_test_without_the_other_pythons_names_them_and_how_to_provide_them(tmp_path):
+    # A copy of ./dev whose .venv exists and whose test tools are there, with no other Python
+    # on PATH or under ~/.pyenv: it must say which Pythons are missing, how to name one, and
+    # not make a venv or run the tests. One of them is named, wrongly.
+    checkout = tmp_path / "checkout"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy2(REPO / "dev", checkout / "dev")
+    (checkout / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("bazel", "dot", "nginx"):
+        (tools / tool).write_text("#!/bin/sh\nexit 0\n")
+        (tools / tool).chmod(0o755)
+    for tool in ("dirname", "sort"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    this = "%d.%d" % sys.version_info[:2]
+    named, *missing = [version for version in ("3.10", "3.11", "3.13") if version != this]
+    named_variable = "TORCHPACK_PYTHON" + named.replace(".", "_")
+    result = subprocess.run(
+        ["/bin/bash", str(checkout / "dev"), "test", "--version"],
+        env={"PATH": str(tools), "HOME": str(tmp_path), named_variable: "/bin/false"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"./dev test: {named_variable}=/bin/false is not a working Python {named}" in result.stderr
+    for version in missing:
+        variable = "TORCHPACK_PYTHON" + version.replace(".", "_")
+        assert f"./dev test: no Python {version} found" in result.stderr
+        assert f"name one with {variable}=/path/to/python{version}" in result.stderr
+    assert f'TORCHPACK_TEST_PYTHONS="{this}" ./dev test' in result.stderr
+    assert result.stdout == "" and sorted(path.name for path in checkout.iterdir()) == [".venv", "dev"]

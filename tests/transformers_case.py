@@ -44,6 +44,10 @@ DISTRIBUTIONS = [
     "idna", "markdown-it-py", "mdurl", "packaging", "pydantic", "rich", "tqdm", "transformers",
     "truststore", "typing-inspection",
 ]
+if sys.version_info < (3, 11):
+    # The backport anyio imports before Python 3.11, where ExceptionGroup is not built in.
+    INTERN.append("exceptiongroup.**")
+    DISTRIBUTIONS.append("exceptiongroup")
 #: What the load venv holds: torch (with its requirements), torchpack's dependencies and the
 #: compiled externs. Not transformers, not huggingface_hub.
 LOAD_VENV_DISTRIBUTIONS = ["torch", "blake3", "isal", "numpy", "regex", "safetensors", "tokenizers", "pyyaml"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import platform
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
 
 from . import _digest as digest
 from ._stdlib import is_stdlib_module
@@ -76,11 +78,36 @@ _RECORDS_PLACEHOLDER = "\0torchpack-records\0"
 
 
 @functools.lru_cache(maxsize=1)
-def _distributions_by_package() -> Mapping[str, list[str]]:
-    """Top-level import name -> distributions; scanning every installed package is slow, once."""
+def distributions_by_package() -> Mapping[str, list[str]]:
+    """Top-level import name -> distributions; scanning every installed package is slow, once.
+
+    Python 3.10's ``importlib.metadata.packages_distributions`` reads only ``top_level.txt``,
+    which only setuptools writes: numpy's wheel, for one, has none, so numpy would come from
+    no distribution. From 3.11 on it names a distribution's top levels from its file list when
+    that file is missing; on 3.10 this does the same.
+    """
     import importlib.metadata
 
-    return importlib.metadata.packages_distributions()
+    if sys.version_info >= (3, 11):
+        return importlib.metadata.packages_distributions()
+    by_package: dict[str, list[str]] = {}
+    for distribution in importlib.metadata.distributions():
+        declared = (distribution.read_text("top_level.txt") or "").split()
+        for top in declared or _top_levels_of_files(distribution.files or ()):
+            by_package.setdefault(top, []).append(distribution.metadata["Name"])
+    return by_package
+
+
+def _top_levels_of_files(files: Iterable[PurePosixPath]) -> set[str]:
+    """The importable top-level names among a distribution's files: a folder's name, or a
+    module's at the top (``six.py``, ``_cffi_backend.cpython-310-x86_64-linux-gnu.so``)."""
+    tops = set()
+    for file in files:
+        first, *rest = file.parts
+        name = first if rest else inspect.getmodulename(first)
+        if name and "." not in name:
+            tops.add(name)
+    return tops
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,7 +125,7 @@ def _distributions_providing(top: str) -> tuple[str, ...]:
     try:
         return (importlib.metadata.distribution(top).metadata["Name"],)
     except importlib.metadata.PackageNotFoundError:
-        return tuple(_distributions_by_package().get(top, ()))
+        return tuple(distributions_by_package().get(top, ()))
 
 
 @functools.lru_cache(maxsize=None)

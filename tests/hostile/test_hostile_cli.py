@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import zipfile
@@ -22,22 +21,20 @@ import torch.package
 
 import torchpack
 from archive_surgery import INTEGRITY
+from helpers_core import limit_address_space
 from torchpack.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-#: Address space for each command: torch and the interpreter take ~1 GiB of it before any input.
-MEMORY_LIMIT = 3 << 30
+#: Address space for each command beyond what torch and the interpreter hold before any input.
+MEMORY_HEADROOM = 5 << 29  # 2.5 GiB
 DEPTH = 100_000
 
 
 def torchpack_cli(*arguments: object, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    def limit_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
         [sys.executable, "-m", "torchpack", *map(str, arguments)],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env, preexec_fn=limit_memory,
+        capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env, preexec_fn=limit_address_space(MEMORY_HEADROOM),
     )
 
 

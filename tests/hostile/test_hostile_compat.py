@@ -5,7 +5,6 @@ traceback, within an address-space limit, and no packaged code runs."""
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,11 @@ from pathlib import Path
 import pytest
 
 import torchpack
+from helpers_core import limit_address_space
 
 REPO = Path(__file__).resolve().parents[2]
-MEMORY_LIMIT = 3 << 30  # torch and the interpreter take ~1 GiB before any input
+#: Address space for each command beyond what torch and the interpreter hold before any input.
+MEMORY_HEADROOM = 5 << 29  # 2.5 GiB
 
 HOSTILE_SOURCES = {
     "parentheses": "(" * 100_000,
@@ -36,13 +37,10 @@ def test_hostile_source_is_a_clean_finding(tmp_path: Path, shape: str) -> None:
         # Would prove that the check ran packaged code.
         exporter.save_source_string("mylab.marker", f"open({str(marker)!r}, 'w').close()\n", dependencies=False)
 
-    def limit_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
         [sys.executable, "-m", "torchpack", "verify", "--compat", "torch.package", str(archive)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env, preexec_fn=limit_memory,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env, preexec_fn=limit_address_space(MEMORY_HEADROOM),
     )
     assert "Traceback" not in result.stderr and result.stderr == "", result.stderr
     assert not marker.exists()

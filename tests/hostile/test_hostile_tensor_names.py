@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -21,19 +20,18 @@ import torch
 
 import torchpack
 from torchpack.analyze.tensor_names import MAX_DEPTH, MAX_OPCODES, tensor_names
+from helpers_core import limit_address_space
 
 REPO = Path(__file__).resolve().parents[2]
-MEMORY_LIMIT = 3 << 30  # torch and the interpreter take ~1 GiB of it before any input
+#: Address space for each command beyond what torch and the interpreter hold before any input.
+MEMORY_HEADROOM = 5 << 29  # 2.5 GiB
 
 
 def inspect_json(archive: Path, marker: Path) -> dict:
-    def limit_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
         [sys.executable, "-m", "torchpack", "inspect", "--json", str(archive)],
-        capture_output=True, text=True, timeout=120, env=env, preexec_fn=limit_memory,
+        capture_output=True, text=True, timeout=120, env=env, preexec_fn=limit_address_space(MEMORY_HEADROOM),
     )
     assert result.returncode == 0, result.stderr
     assert not marker.exists()  # nothing of the archive ran

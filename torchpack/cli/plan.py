@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import _records as records
 from ._output import InputError, print_json
 
 HELP = "propose intern/extern/mock patterns for a target or an object, with reasons"
@@ -135,11 +136,6 @@ def _dry_run(save: Callable[[Any], None], entries: list[Entry]) -> tuple[Any, li
         return graph, left_out
 
 
-@functools.lru_cache(maxsize=None)
-def _packages_distributions() -> dict[str, list[str]]:
-    return importlib.metadata.packages_distributions()
-
-
 def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -176,7 +172,7 @@ def _decide(top: str, first_user: str, extern_asked: set[str]) -> Entry:
     pattern = f"{top}.**"
     if importlib.util.find_spec(top) is None:
         return Entry("mock", pattern, f"not installed; imported unconditionally by {first_user}")
-    names = _packages_distributions().get(top)
+    names = records.distributions_by_package().get(top)
     if not names:
         where = getattr(importlib.util.find_spec(top), "origin", None) or "a namespace package"
         return Entry("intern", pattern, f"pure Python, from no distribution ({where})")
@@ -245,7 +241,7 @@ def make_plan(subject: str, save: Callable[[Any], None], extern_asked: set[str])
     if broken or proposal != entries:
         raise InputError(f"{subject}: no working set found; still broken: {', '.join(broken[:10]) or 'none, but no fixed point'}")
     interned = [entry.pattern[: -len(".**")] for entry in entries if entry.action == "intern" and entry.pattern.endswith(".**")]
-    distributions = sorted({_packages_distributions()[top][0] for top in interned if _packages_distributions().get(top)})
+    distributions = sorted({records.distributions_by_package()[top][0] for top in interned if records.distributions_by_package().get(top)})
     modules = sum(1 for node in graph.nodes.values() if not node.is_pickle)
     return Plan(subject, entries, left_out, distributions, modules)
 
