@@ -24,7 +24,7 @@ class Tokenizer:
     def __init__(self):
         self.vocab = importlib.resources.files("mylab.text").joinpath("vocab.txt").read_text().split()
 """
-PORTABLE = """
+BY_MODULE_FILES = """
 import importlib.resources
 
 import mylab.text
@@ -34,6 +34,19 @@ class Tokenizer:
     def __init__(self):
         self.vocab = importlib.resources.files(mylab.text).joinpath("vocab.txt").read_text().split()
 """
+BY_MODULE_READ_TEXT = """
+import importlib.resources
+
+import mylab.text
+
+
+class Tokenizer:
+    def __init__(self):
+        self.vocab = importlib.resources.read_text(mylab.text, "vocab.txt").split()
+"""
+# torch.package's resource reader has no files(): Python 3.11's files() adapts it, 3.10's fails.
+PORTABLE = BY_MODULE_FILES if sys.version_info >= (3, 11) else BY_MODULE_READ_TEXT
+PORTABLE_HINT = "importlib.resources.files(mylab.text)" if sys.version_info >= (3, 11) else 'importlib.resources.read_text(mylab.text, "vocab.txt")'
 BUILD = """
 [tokenizer]
 intern = ["mylab.**"]
@@ -76,7 +89,7 @@ def test_by_name_lookup_is_found_and_really_fails_in_torch_package(tmp_path: Pat
     verified = _verify(archive)
     assert verified.returncode == 1, verified.stdout
     assert "mylab.text.tokenizer:6: importlib.resources.files('mylab.text')" in verified.stdout
-    assert "importlib.resources.files(mylab.text)" in verified.stdout  # the portable idiom
+    assert PORTABLE_HINT in verified.stdout
     assert "Traceback" not in verified.stderr
     # What the check predicts: torchpack resolves the name in the package, torch.package does not
     # (the test process has no workspace on its path, as on a machine that only has the archive).
@@ -92,6 +105,24 @@ def test_portable_idiom_passes_and_loads_in_both(tmp_path: Path) -> None:
     assert verified.returncode == 0, verified.stdout
     assert "torch.package compat: loads the same in torch.package" in verified.stdout
     assert _vocab(torchpack.PackageImporter, archive) == _vocab(torch.package.PackageImporter, archive) == ["the", "quick", "fox"]
+
+
+def test_files_of_a_module_is_reported_where_torch_package_fails_it(tmp_path: Path) -> None:
+    """The check speaks for torch.package on the Python it runs on: files(module) loads there
+    from 3.11 on and is not reported; on 3.10 it fails there, and the check says so."""
+    result, [archive] = _build(_workspace(tmp_path, BY_MODULE_FILES))
+    assert result.returncode == 0, result.stderr
+    verified = _verify(archive)
+    if sys.version_info >= (3, 11):
+        assert verified.returncode == 0, verified.stdout
+        assert _vocab(torch.package.PackageImporter, archive) == ["the", "quick", "fox"]
+    else:
+        assert verified.returncode == 1, verified.stdout
+        assert "mylab.text.tokenizer:8: importlib.resources.files(...)" in verified.stdout
+        assert 'importlib.resources.read_text(mylab.text, "vocab.txt")' in verified.stdout
+        with pytest.raises(Exception):  # noqa: B017 - whatever 3.10's importlib raises
+            _vocab(torch.package.PackageImporter, archive)
+    assert _vocab(torchpack.PackageImporter, archive) == ["the", "quick", "fox"]
 
 
 def test_build_with_compat_key_fails_with_file_line_and_finding(tmp_path: Path) -> None:

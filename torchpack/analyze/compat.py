@@ -16,6 +16,7 @@ of an extern module reaches the environment in both.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,17 +37,27 @@ _PATH_FUNCTIONS = frozenset(
 )
 
 _RESOURCES_WHY = "resolves the name with the environment's import system in torch.package, not the archive's"
-_FILES_PORTABLE = "import the package and pass the module, not its name: import mylab.text; importlib.resources.files(mylab.text)"
+#: torch.package's resource reader has no files() of its own: Python 3.11's files() adapts
+#: it, 3.10's fails on it, and only the older read_text/read_binary work there.  The check
+#: speaks for torch.package on the Python it runs on.
+_FILES_WORKS = sys.version_info >= (3, 11)
+if _FILES_WORKS:
+    _FILES_PORTABLE = "import the package and pass the module, not its name: import mylab.text; importlib.resources.files(mylab.text)"
+    _PKGUTIL_PORTABLE = "import mylab; importlib.resources.files(mylab).joinpath(name).read_bytes()"
+    _FILE_PORTABLE = 'import mylab.text; importlib.resources.files(mylab.text) / "vocab.txt" (.read_text(), .open())'
+else:
+    _FILES_PORTABLE = 'import the package and pass the module, not its name: import mylab.text; importlib.resources.read_text(mylab.text, "vocab.txt")'
+    _PKGUTIL_PORTABLE = "import mylab; importlib.resources.read_binary(mylab, name)"
+    _FILE_PORTABLE = 'import mylab.text; importlib.resources.read_text(mylab.text, "vocab.txt") (read_binary, open_text)'
+_FILES_310_WHY = "torch.package's resource reader has no files(), which Python 3.10's importlib.resources.files needs"
 _IMPORT_WHY = "importlib.import_module reaches the environment's modules in torch.package, not the archive's"
 _IMPORT_PORTABLE = "an import statement (import mylab.x, or from . import x), which both resolve in the package"
 _PKGUTIL_WHY = "pkgutil.get_data finds the package with the environment's import system, not the archive's"
-_PKGUTIL_PORTABLE = "import mylab; importlib.resources.files(mylab).joinpath(name).read_bytes()"
 _METADATA_WHY = (
     "torch.package's importlib.metadata sees only installed distributions, not the metadata this archive carries"
 )
 _METADATA_PORTABLE = "a version string kept in the package itself (e.g. a __version__ constant or a text resource)"
 _FILE_WHY = "in torch.package __file__ names a record inside the archive, not a file on disk"
-_FILE_PORTABLE = 'import mylab.text; importlib.resources.files(mylab.text) / "vocab.txt" (.read_text(), .open())'
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,8 @@ class _ModuleCheck:
             anchor = _first_string(call, ("anchor", "package"))
             if anchor is not None and self.is_packaged(anchor):
                 self.add(call, f"{written}({_shown(anchor)})", _RESOURCES_WHY, _FILES_PORTABLE)
+            elif anchor is None and function == "files" and not _FILES_WORKS:
+                self.add(call, f"{written}(...)", _FILES_310_WHY, _FILES_PORTABLE)
         elif qualified == "importlib.import_module":
             name = _first_string(call, ("name",))
             if name is not None and (name.startswith(".") or self.is_packaged(name)):
