@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,19 +35,11 @@ class Tokenizer:
     def __init__(self):
         self.vocab = importlib.resources.files(mylab.text).joinpath("vocab.txt").read_text().split()
 """
-BY_MODULE_READ_TEXT = """
-import importlib.resources
-
-import mylab.text
-
-
-class Tokenizer:
-    def __init__(self):
-        self.vocab = importlib.resources.read_text(mylab.text, "vocab.txt").split()
-"""
+BY_MODULE_READ_TEXT = BY_MODULE_FILES.replace('files(mylab.text).joinpath("vocab.txt").read_text()', 'read_text(mylab.text, "vocab.txt")')
+BY_MODULE_READ_BINARY = BY_MODULE_FILES.replace('files(mylab.text).joinpath("vocab.txt").read_text()', 'read_binary(mylab.text, "vocab.txt").decode()')
 # torch.package's resource reader has no files(): Python 3.11's files() adapts it, 3.10's fails.
-PORTABLE = BY_MODULE_FILES if sys.version_info >= (3, 11) else BY_MODULE_READ_TEXT
-PORTABLE_HINT = "importlib.resources.files(mylab.text)" if sys.version_info >= (3, 11) else 'importlib.resources.read_text(mylab.text, "vocab.txt")'
+PORTABLE = BY_MODULE_FILES if sys.version_info >= (3, 11) else BY_MODULE_READ_BINARY
+PORTABLE_HINT = "importlib.resources.files(mylab.text)" if sys.version_info >= (3, 11) else 'importlib.resources.read_binary(mylab.text, "vocab.txt").decode()'
 BUILD = """
 [tokenizer]
 intern = ["mylab.**"]
@@ -119,10 +112,33 @@ def test_files_of_a_module_is_reported_where_torch_package_fails_it(tmp_path: Pa
     else:
         assert verified.returncode == 1, verified.stdout
         assert "mylab.text.tokenizer:8: importlib.resources.files(...)" in verified.stdout
-        assert 'importlib.resources.read_text(mylab.text, "vocab.txt")' in verified.stdout
+        assert PORTABLE_HINT in verified.stdout
         with pytest.raises(Exception):  # noqa: B017 - whatever 3.10's importlib raises
             _vocab(torch.package.PackageImporter, archive)
     assert _vocab(torchpack.PackageImporter, archive) == ["the", "quick", "fox"]
+
+
+@pytest.mark.parametrize("source", [BY_MODULE_READ_TEXT, BY_MODULE_READ_BINARY], ids=["read_text", "read_binary"])
+def test_older_resource_calls_are_reported_where_torch_package_fails_them(tmp_path: Path, source: str) -> None:
+    """read_binary(module, name) loads in both on every Python; read_text(module, name) fails in
+    torch.package on 3.13 (it passes errors= to paths that take none), and the check says so there."""
+    result, [archive] = _build(_workspace(tmp_path, source))
+    assert result.returncode == 0, result.stderr
+    verified = _verify(archive)
+    if source is BY_MODULE_READ_TEXT and sys.version_info >= (3, 13):
+        assert verified.returncode == 1, verified.stdout
+        assert "mylab.text.tokenizer:8: importlib.resources.read_text(...)" in verified.stdout
+        assert 'read_binary(mylab.text, "vocab.txt").decode()' in verified.stdout
+        with pytest.raises(TypeError, match="errors"):
+            _vocab(torch.package.PackageImporter, archive)
+    else:
+        assert verified.returncode == 0, verified.stdout
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.11 and 3.12 deprecate them
+            assert _vocab(torch.package.PackageImporter, archive) == ["the", "quick", "fox"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert _vocab(torchpack.PackageImporter, archive) == ["the", "quick", "fox"]
 
 
 def test_build_with_compat_key_fails_with_file_line_and_finding(tmp_path: Path) -> None:

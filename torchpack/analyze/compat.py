@@ -38,18 +38,22 @@ _PATH_FUNCTIONS = frozenset(
 
 _RESOURCES_WHY = "resolves the name with the environment's import system in torch.package, not the archive's"
 #: torch.package's resource reader has no files() of its own: Python 3.11's files() adapts
-#: it, 3.10's fails on it, and only the older read_text/read_binary work there.  The check
-#: speaks for torch.package on the Python it runs on.
+#: it, 3.10's fails on it; 3.13's read_text passes errors= to the adapted paths, whose
+#: read_text takes none.  read_binary(module, name) loads in both on every version.  The
+#: check speaks for torch.package on the Python it runs on.
 _FILES_WORKS = sys.version_info >= (3, 11)
+_READ_TEXT_WORKS = sys.version_info < (3, 13)
 if _FILES_WORKS:
     _FILES_PORTABLE = "import the package and pass the module, not its name: import mylab.text; importlib.resources.files(mylab.text)"
     _PKGUTIL_PORTABLE = "import mylab; importlib.resources.files(mylab).joinpath(name).read_bytes()"
     _FILE_PORTABLE = 'import mylab.text; importlib.resources.files(mylab.text) / "vocab.txt" (.read_text(), .open())'
 else:
-    _FILES_PORTABLE = 'import the package and pass the module, not its name: import mylab.text; importlib.resources.read_text(mylab.text, "vocab.txt")'
+    _FILES_PORTABLE = 'import the package and pass the module, not its name: import mylab.text; importlib.resources.read_binary(mylab.text, "vocab.txt").decode()'
     _PKGUTIL_PORTABLE = "import mylab; importlib.resources.read_binary(mylab, name)"
-    _FILE_PORTABLE = 'import mylab.text; importlib.resources.read_text(mylab.text, "vocab.txt") (read_binary, open_text)'
+    _FILE_PORTABLE = 'import mylab.text; importlib.resources.read_binary(mylab.text, "vocab.txt").decode()'
 _FILES_310_WHY = "torch.package's resource reader has no files(), which Python 3.10's importlib.resources.files needs"
+_READ_TEXT_313_WHY = "Python 3.13's read_text passes errors= to torch.package's resource paths, which do not take it"
+_READ_TEXT_313_PORTABLE = 'importlib.resources.read_binary(mylab.text, "vocab.txt").decode(), or files(mylab.text)'
 _IMPORT_WHY = "importlib.import_module reaches the environment's modules in torch.package, not the archive's"
 _IMPORT_PORTABLE = "an import statement (import mylab.x, or from . import x), which both resolve in the package"
 _PKGUTIL_WHY = "pkgutil.get_data finds the package with the environment's import system, not the archive's"
@@ -163,6 +167,8 @@ class _ModuleCheck:
                 self.add(call, f"{written}({_shown(anchor)})", _RESOURCES_WHY, _FILES_PORTABLE)
             elif anchor is None and function == "files" and not _FILES_WORKS:
                 self.add(call, f"{written}(...)", _FILES_310_WHY, _FILES_PORTABLE)
+            elif anchor is None and function == "read_text" and not _READ_TEXT_WORKS:
+                self.add(call, f"{written}(...)", _READ_TEXT_313_WHY, _READ_TEXT_313_PORTABLE)
         elif qualified == "importlib.import_module":
             name = _first_string(call, ("name",))
             if name is not None and (name.startswith(".") or self.is_packaged(name)):
