@@ -33,6 +33,23 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def slow_workspace(tmp_path: Path) -> tuple[Path, Path]:
+    """A workspace whose target //slow never finishes exporting, and the marker file its export
+    writes its pid into once it started."""
+    root = make_workspace(tmp_path / "ws", examples=False)
+    write(root / "slow" / "__init__.py", """
+        import os
+        import time
+        from pathlib import Path
+
+        def make():
+            Path(__file__).with_name("started").write_text(str(os.getpid()))
+            time.sleep(300)
+    """)
+    write(root / "slow" / "BUILD.toml", '[slow.pickle."slow/x.pkl"]\ncall = "slow:make"\n')
+    return root, root / "slow" / "started"
+
+
 def cli_env(**overrides: str) -> dict[str, str]:
     """The environment for a CLI subprocess: torchpack importable from this checkout."""
     env = dict(os.environ)

@@ -13,6 +13,7 @@ these tests fail instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import textwrap
 import time
 import urllib.parse
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -349,18 +351,28 @@ def _copy_workspace(destination: Path) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def bazel(tmp_path_factory, request):
+@contextlib.contextmanager
+def bazel_server(root: Path, prepare: Callable[[Path], None] | None = None) -> Iterator[Bazel]:
+    """A Bazel server over a copy of this repository's workspace in ``root/workspace``, which
+    ``prepare`` may add to first; shut down on leaving."""
     binary = _require("bazel")
-    root = tmp_path_factory.mktemp("bazel")
-    workspace = root / "workspace"
-    _copy_workspace(workspace)
+    _copy_workspace(root / "workspace")
+    if prepare is not None:
+        prepare(root / "workspace")
     (root / "scratch").mkdir()
-    server = Bazel(binary, workspace, root / "output_user_root", root / "scratch")
+    server = Bazel(binary, root / "workspace", root / "output_user_root", root / "scratch")
     try:
         yield server
     finally:
         server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bazel(tmp_path_factory, request):
+    try:
+        with bazel_server(tmp_path_factory.mktemp("bazel")) as server:
+            yield server
+    finally:
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         capture = request.config.pluginmanager.get_plugin("capturemanager")
         if reporter is not None and capture is not None and TIMINGS:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_bazel import COMMAND_TIMEOUT, Bazel, _canonical, _copy_workspace, _require
+from test_bazel import COMMAND_TIMEOUT, _canonical, bazel_server
 
 # The workspace's src layout: src/mylab is the package `mylab`, //src/mylab in labels.
 SOURCES = {
@@ -158,15 +158,8 @@ def _write_tree(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bazel(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bazel-keys")
-    _copy_workspace(root / "workspace")
-    _write_tree(root / "workspace")
-    (root / "scratch").mkdir()
-    server = Bazel(_require("bazel"), root / "workspace", root / "output_user_root", root / "scratch")
-    try:
+    with bazel_server(tmp_path_factory.mktemp("bazel-keys"), _write_tree) as server:
         yield server
-    finally:
-        server.shutdown()
 
 
 @pytest.fixture(scope="module")

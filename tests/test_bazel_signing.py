@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_bazel import Bazel, _copy_workspace, _require
+from test_bazel import bazel_server
 from torchpack import PackageImporter
 from torchpack import _signing as signing
 from torchpack.errors import SignatureError
@@ -32,14 +32,8 @@ SIGNED_BUILD = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def bazel(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bazel-signing")
-    _copy_workspace(root / "workspace")
-    (root / "scratch").mkdir()
-    server = Bazel(_require("bazel"), root / "workspace", root / "output_user_root", root / "scratch")
-    try:
+    with bazel_server(tmp_path_factory.mktemp("bazel-signing")) as server:
         yield server
-    finally:
-        server.shutdown()
 
 
 def test_bazel_signs_into_a_separate_output_with_a_key_from_outside(bazel, tmp_path):

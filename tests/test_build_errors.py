@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from build_support import build_in_process, cli_env, make_workspace, write
+from build_support import build_in_process, cli_env, make_workspace, slow_workspace, write
 
 
 def _files(folder: Path) -> list[str]:
@@ -105,18 +105,7 @@ def _read_until(fd: int, needle: bytes, deadline: float) -> bytes:
 
 
 def test_killed_build_leaves_nothing(tmp_path: Path) -> None:
-    root = make_workspace(tmp_path / "ws", examples=False)
-    marker = root / "slow" / "started"
-    write(root / "slow" / "__init__.py", """
-        import os
-        import time
-        from pathlib import Path
-
-        def make():
-            Path(__file__).with_name("started").write_text(str(os.getpid()))
-            time.sleep(300)
-    """)
-    write(root / "slow" / "BUILD.toml", '[slow.pickle."slow/x.pkl"]\ncall = "slow:make"\n')
+    root, marker = slow_workspace(tmp_path)
     # stderr on a terminal: the progress bar shows while the export runs.
     master, slave = os.openpty()
     process = subprocess.Popen(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from build_support import build_in_process, cli_env, make_workspace, write
+from build_support import build_in_process, cli_env, make_workspace, slow_workspace, write
 from torchpack import PackageImporter
 from torchpack.build import runner, zygote
 
@@ -163,18 +163,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_build_killed_with_sigkill_takes_its_forked_exports_along(tmp_path: Path) -> None:
-    root = make_workspace(tmp_path / "ws", examples=False)
-    marker = root / "slow" / "started"
-    write(root / "slow" / "__init__.py", """
-        import os
-        import time
-        from pathlib import Path
-
-        def make():
-            Path(__file__).with_name("started").write_text(str(os.getpid()))
-            time.sleep(300)
-    """)
-    write(root / "slow" / "BUILD.toml", '[slow.pickle."slow/x.pkl"]\ncall = "slow:make"\n')
+    root, marker = slow_workspace(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "torchpack.build", "//slow"], cwd=root, env=cli_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

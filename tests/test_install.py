@@ -94,15 +94,22 @@ def test_the_installed_package_and_its_console_script_serve_the_workspace(instal
     assert "      head.bias  float32 [3]  (.data/3.storage)" in inspected.stdout
 
 
-def test_dev_test_without_root_prints_the_install_command_and_stops(tmp_path):
-    # A copy of ./dev whose .venv exists, on a PATH without bazel, dot or nginx, as a user
-    # that is not root: it must name the exact command and not run the tests.
+def _dev_checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of ./dev whose .venv exists (this interpreter), and an empty folder of tools to
+    make its whole PATH."""
     checkout = tmp_path / "checkout"
     (checkout / ".venv" / "bin").mkdir(parents=True)
     shutil.copy2(REPO / "dev", checkout / "dev")
     (checkout / ".venv" / "bin" / "python").symlink_to(sys.executable)
     tools = tmp_path / "bin"
     tools.mkdir()
+    return checkout, tools
+
+
+def test_dev_test_without_root_prints_the_install_command_and_stops(tmp_path):
+    # A copy of ./dev whose .venv exists, on a PATH without bazel, dot or nginx, as a user
+    # that is not root: it must name the exact command and not run the tests.
+    checkout, tools = _dev_checkout(tmp_path)
     (tools / "id").write_text("#!/bin/sh\necho 1000\n")
     (tools / "id").chmod(0o755)
     (tools / "dirname").symlink_to(shutil.which("dirname"))
@@ -119,12 +126,7 @@ def test_dev_test_without_the_other_pythons_names_them_and_how_to_provide_them(t
     # A copy of ./dev whose .venv exists and whose test tools are there, with no other Python
     # on PATH or under ~/.pyenv: it must say which Pythons are missing, how to name one, and
     # not make a venv or run the tests. One of them is named, wrongly.
-    checkout = tmp_path / "checkout"
-    (checkout / ".venv" / "bin").mkdir(parents=True)
-    shutil.copy2(REPO / "dev", checkout / "dev")
-    (checkout / ".venv" / "bin" / "python").symlink_to(sys.executable)
-    tools = tmp_path / "bin"
-    tools.mkdir()
+    checkout, tools = _dev_checkout(tmp_path)
     for tool in ("bazel", "dot", "nginx"):
         (tools / tool).write_text("#!/bin/sh\nexit 0\n")
         (tools / tool).chmod(0o755)
