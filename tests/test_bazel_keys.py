@@ -291,3 +291,38 @@ def test_builder_speaks_of_the_bazel_target(tmp_path, requires, args, message):
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "bad.pt").exists()
+
+
+def test_builder_suggests_an_undeclared_resource_in_starlark(tmp_path):
+    """A resource the export read but the target does not declare: the fix is written the way a
+    BUILD.bazel writes a dict, not as BUILD.toml's inline table."""
+    from build_support import REPO, cli_env, write
+
+    write(tmp_path / "mylab" / "__init__.py", "")
+    write(tmp_path / "mylab" / "vocab.txt", "the quick fox\n")
+    write(tmp_path / "mylab" / "tokenizer.py", """
+        import importlib.resources
+
+        import mylab
+
+        VOCAB = importlib.resources.files(mylab).joinpath("vocab.txt").read_text().split()
+    """)
+    out = tmp_path / "bazel-out"  # as in an execroot: outputs in their own folder
+    out.mkdir()
+    definition = out / "bad.pt.def.json"
+    definition.write_text(json.dumps({
+        "label": "//mylab:bad", "intern": [{"include": ["mylab.**"], "exclude": [], "allow_empty": True}],
+        "modules": ["mylab.tokenizer"],
+    }))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
+         "--archive", str(out / "bad.pt"), "--digest", str(out / "bad.pt.sha256"),
+         "--extern-modules", str(out / "bad.pt.extern_modules"), "--build-file", "mylab/BUILD.bazel",
+         "--workspace", str(tmp_path), "--", "--definition", str(definition), "--output", str(out / "bad.pt")],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+    )
+    assert done.returncode != 0
+    assert "error: mylab/BUILD.bazel: //mylab:bad: attribute 'text': the export read mylab/vocab.txt" in done.stderr, done.stderr
+    assert 'add "mylab/vocab.txt" to text of //mylab:bad: text = {"mylab/vocab.txt": "vocab.txt"}' in done.stderr
+    assert 'data = ["vocab.txt"]' in done.stderr
+    assert "Traceback" not in done.stderr and not (out / "bad.pt").exists()

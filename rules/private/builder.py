@@ -94,8 +94,12 @@ def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> s
 
     python_path = [arg.partition("=")[2] for arg in action_args if arg.startswith("--python-path=")]
     log = _MISSING_MODULE.sub(_srcs_hint(python_path[0] if python_path else ""), located.sub(in_bazel_terms, log))
+    log = _TOML_TABLE.sub(r'\1 = {"\2": "\3"}', log)
     return log if log.endswith("\n") or not log else log + "\n"
 
+
+# The action suggests entries in BUILD.toml's inline-table syntax; Starlark writes a dict.
+_TOML_TABLE = re.compile(r'\b(\w+) = \{ "([^"]*)" = "([^"]*)" \}')
 
 # The sandbox holds only declared files: a workspace module left out of `srcs` is simply
 # not there, and Python says no more than this.
