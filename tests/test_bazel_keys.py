@@ -188,6 +188,7 @@ def bazel_bin(bazel) -> Path:
     return Path(bazel.info("bazel-bin"))
 
 
+@pytest.mark.bazel
 def test_every_key_gives_the_cli_bytes(bazel_bin, cli_build):
     assert sorted(cli_build) == ["//src/mylab:globbed", "//src/mylab:model"]
     for label, listed in cli_build.items():
@@ -204,6 +205,7 @@ def test_every_key_gives_the_cli_bytes(bazel_bin, cli_build):
     }
 
 
+@pytest.mark.bazel
 def test_entry_point_of_the_bazel_archive_runs(bazel_bin):
     archive = bazel_bin / "src" / "mylab" / "model.pt"
     ran = subprocess.run(
@@ -225,6 +227,7 @@ def _target_lines(build_file: Path) -> dict[str, int]:
     return found
 
 
+@pytest.mark.bazel
 def test_failing_exports_name_the_target_line_and_the_fix(bazel):
     result = bazel.build("//src/failing:all", "--keep_going")
     assert result.returncode != 0
@@ -251,6 +254,7 @@ def test_failing_exports_name_the_target_line_and_the_fix(bazel):
         assert not (Path(bazel.info("bazel-bin")) / "src" / "failing" / f"{name}.pt").exists(), name
 
 
+@pytest.mark.bazel
 def test_a_data_glob_matching_nothing_fails_the_package(bazel):
     result = bazel.build("//src/emptyglob:all")
     assert result.returncode != 0
