@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,16 @@ def slow_workspace(tmp_path: Path) -> tuple[Path, Path]:
     """)
     write(root / "slow" / "BUILD.toml", '[slow.pickle."slow/x.pkl"]\ncall = "slow:make"\n')
     return root, root / "slow" / "started"
+
+
+def started_export(marker: Path, process: subprocess.Popen, seconds: float = 120) -> int:
+    """The pid of the export that wrote ``marker`` (write_text creates the file before it
+    writes the pid: wait for the content), while ``process``, the build, still runs."""
+    deadline = time.monotonic() + seconds
+    while not (marker.exists() and marker.read_text()):
+        assert time.monotonic() < deadline and process.poll() is None, "the export never started"
+        time.sleep(0.1)
+    return int(marker.read_text())
 
 
 def cli_env(**overrides: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from build_support import build_in_process, cli_env, make_workspace, slow_workspace, write
+from build_support import build_in_process, cli_env, make_workspace, slow_workspace, started_export, write
 
 
 def _files(folder: Path) -> list[str]:
@@ -116,10 +116,7 @@ def test_killed_build_leaves_nothing(tmp_path: Path) -> None:
     try:
         shown = _read_until(master, b"building //slow:slow", time.monotonic() + 120)
         assert b"[" in shown and b"0/1" in shown
-        # write_text creates the file before it writes the pid: wait for the content.
-        while not (marker.exists() and marker.read_text()):
-            time.sleep(0.1)
-        export_pid = int(marker.read_text())
+        export_pid = started_export(marker, process)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from build_support import build_in_process, cli_env, make_workspace, slow_workspace, write
+from build_support import build_in_process, cli_env, make_workspace, slow_workspace, started_export, write
 from torchpack import PackageImporter
 from torchpack.build import runner, zygote
 
@@ -169,11 +169,7 @@ def test_a_build_killed_with_sigkill_takes_its_forked_exports_along(tmp_path: Pa
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not (marker.exists() and marker.read_text()):
-            assert time.monotonic() < deadline and process.poll() is None, "the export never started"
-            time.sleep(0.1)
-        export_pid = int(marker.read_text())
+        export_pid = started_export(marker, process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     finally:
