@@ -33,12 +33,17 @@ class ReadRecorder:
             self.paths.add(os.path.abspath(os.fsdecode(path)))
 
 
-def _installed_distribution(path: Path) -> str | None:
-    """The distribution that installed ``path``, when it lies in a site-packages folder."""
+def _site_folders() -> list[Path]:
+    """The site-packages folders on ``sys.path``, resolved once per lookup of many files."""
+    return [Path(entry).resolve() for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")]
+
+
+def _installed_distribution(path: Path, sites: list[Path]) -> str | None:
+    """The distribution that installed ``path``, when it lies in one of the ``sites`` folders."""
     from torchpack._records import _distributions_providing
 
-    for entry in map(Path, sys.path):
-        if entry.name in ("site-packages", "dist-packages") and path.is_relative_to(real := entry.resolve()):
+    for real in sites:
+        if path.is_relative_to(real):
             top = path.relative_to(real).parts[0].partition(".")[0]
             providers = _distributions_providing(top)
             return providers[0] if providers else None
@@ -74,7 +79,8 @@ def _libraries_used(root: Path, preloaded: frozenset[str]) -> set[str]:
     # Only what was really imported can have run; a name the source merely mentions cannot.
     # The standard library is the toolchain's, and has no distribution.
     files = {file for top in named if isinstance(file := getattr(sys.modules.get(top), "__file__", None), str)}
-    return {distribution for file in files if (distribution := _installed_distribution(Path(file).resolve())) is not None}
+    sites = _site_folders()
+    return {distribution for file in files if (distribution := _installed_distribution(Path(file).resolve(), sites)) is not None}
 
 
 def export_inputs(
@@ -95,13 +101,14 @@ def export_inputs(
     distributions = {dist for top in tops for dist in _distributions_providing(top)}
     distributions.update(_libraries_used(root, preloaded))
     found = set()
+    sites = _site_folders()
     for path in candidates:
         resolved = path.resolve()
         if resolved in skip or resolved.suffix == ".pyc" or not resolved.is_file():
             continue
         if resolved.is_relative_to(root):
             found.add(resolved.relative_to(root).as_posix())
-        elif (distribution := _installed_distribution(resolved)) is not None:
+        elif (distribution := _installed_distribution(resolved, sites)) is not None:
             # Installed code is keyed by its distribution's version, not by its path: a venv
             # restored elsewhere must still hit.
             distributions.add(distribution)
