@@ -45,9 +45,13 @@ def _child(script: str) -> subprocess.CompletedProcess[str]:
 
 def test_truncation_after_load_is_refused_for_new_records_and_reported_for_mapped_ones(tmp_path: Path) -> None:
     path = _export(tmp_path / "model.pt")
+    # One intra-op thread, so that the touch faults on the Python thread alone: when several
+    # of torch's workers fault at once, faulthandler's report is cut short (the next test).
     done = _child(
         f"""
         import os
+        import torch
+        torch.set_num_threads(1)
         from torchpack import IntegrityError, PackageImporter
         importer = PackageImporter({str(path)!r})
         first = importer.load_pickle("data", "first.pkl")
@@ -68,6 +72,29 @@ def test_truncation_after_load_is_refused_for_new_records_and_reported_for_mappe
     assert "touching" in done.stdout and "survived" not in done.stdout
     # Not silent: faulthandler names the signal and shows where it struck.
     assert "Fatal Python error: Bus error" in done.stderr and "File \"<string>\"" in done.stderr
+
+
+def test_a_fault_on_several_worker_threads_still_ends_the_process_with_sigbus(tmp_path: Path) -> None:
+    """torch sums a 4 MiB tensor on all its threads, and each of them may touch a cut-off page.
+
+    faulthandler puts the default handler back as soon as it starts reporting, so a second
+    thread's fault ends the process mid-report, sometimes before its first word: what is
+    promised then is the signal, never a process that carries on.
+    """
+    path = _export(tmp_path / "model.pt")
+    done = _child(
+        f"""
+        import os
+        from torchpack import PackageImporter
+        first = PackageImporter({str(path)!r}).load_pickle("data", "first.pkl")
+        print("sum", float(first.sum()), flush=True)
+        os.truncate({str(path)!r}, 1000)
+        print(float(first.sum()), flush=True)
+        print("survived", flush=True)
+        """
+    )
+    assert done.returncode == -signal.SIGBUS, done.stdout + done.stderr
+    assert "survived" not in done.stdout
 
 
 def test_truncation_after_load_without_mapping_changes_nothing(tmp_path: Path) -> None:
