@@ -357,27 +357,48 @@ class Runner:
                 results.setdefault((tool, "save"), []).append(run_child(task, self.cache_dir))
                 load = dict(task, step="peer_load")
                 results.setdefault((tool, "load"), []).append(run_child(load, self.cache_dir))
-                if tool == "torchpack":
-                    # A copy: a file nothing is remembered of, every record hashed on use; then
-                    # the same copy in a new process (the check of its large records remembered)
-                    # and with integrity="trust-mapped" (mapped records never hashed).
-                    copy = dict(load, path=load["path"] + ".copy")
-                    shutil.copyfile(load["path"], copy["path"])
-                    for step, options in (("copy", {}), ("copy again", {}), ("trusted", TRUSTED_LOAD)):
-                        run = dict(copy, importer_options=options)
-                        results.setdefault((tool, step), []).append(run_child(run, self.cache_dir))
-                    os.unlink(copy["path"])
+            self._load_copies(name, results)
         for step, label in PEER_STEPS:
             self.peer_rows.append({"workload": name, "step": label, **{
                 tool: _spread(results[(tool, "load" if step in TORCHPACK_ONLY_STEPS and tool != "torchpack" else step)])
                 for tool in PEER_TOOLS}})
-        # Issue 17's bound for the never-seen 1 GiB load: hashing the file on every core (the
-        # floor's load) plus torch.load(mmap=True) of the same tensors, i.e. hashing the only extra.
-        never_seen, hashing, torch_load = (_median(results[key]) for key in
-                                           (("torchpack", "copy"), ("raw write", "load"), ("torch.save", "load")))
-        if name == "weights_1gib" and never_seen and hashing and torch_load:
+        # Issue 17's bound for the never-seen 1 GiB load: hashing the file on every core plus
+        # torch.load(mmap=True) of the same tensors, i.e. hashing the only extra.
+        never_seen, hashing, torch_load = (_median(results.get(key, [])) for key in
+                                           (("torchpack", "copy"), ("bound", "blake3"), ("bound", "torch.load")))
+        if never_seen and hashing and torch_load:
             self.never_seen_bounds.append({"workload": name, "torchpack": never_seen, "hashing": hashing,
                                            "torch_load": torch_load, "ratio": never_seen / (hashing + torch_load)})
+
+    def _load_copies(self, name: str, results: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+        """torchpack's loads of a copy of its archive: a file nothing is remembered of, every
+        record hashed on use; then the same copy in a new process (the check of its large
+        records remembered) and with integrity="trust-mapped" (mapped records never hashed).
+
+        For the 1 GiB tensors, also the never-seen load's bound on files in the same state:
+        BLAKE3 of that very copy, and torch.load of a copy of torch.save's file made the same
+        way. How a file came to be cached decides what touching its pages costs: one written
+        with large writes sits in large folios (about 700 minor faults per GiB mapped here),
+        one made by ``shutil.copyfile`` in 4 KiB pages (16,400 faults, about 80 ms).
+        """
+        tool_task = self.task("peer_export", "torchpack", name)
+        copy = dict(tool_task, step="peer_load", path=tool_task["path"] + ".copy")
+        shutil.copyfile(tool_task["path"], copy["path"])
+        runs = [(("torchpack", step), dict(copy, importer_options=options))
+                for step, options in (("copy", {}), ("copy again", {}), ("trusted", TRUSTED_LOAD))]
+        copies = [copy["path"]]
+        if name == "weights_1gib":
+            peer = self.task("peer_export", "torch.save", name)
+            peer_copy = dict(peer, step="peer_load", path=peer["path"] + ".copy")
+            shutil.copyfile(peer["path"], peer_copy["path"])
+            copies.append(peer_copy["path"])
+            # The bound's steps go first: the copy's first load must be the never-seen one,
+            # and hashing the copy beforehand changes nothing a later load could notice.
+            runs[:0] = [(("bound", "blake3"), dict(copy, impl="raw write")), (("bound", "torch.load"), peer_copy)]
+        for key, run in runs:
+            results.setdefault(key, []).append(run_child(run, self.cache_dir))
+        for path in copies:
+            os.unlink(path)
 
     def run_tiny(self) -> None:
         results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
@@ -494,8 +515,9 @@ def report(runner: Runner) -> str:
             lines.append(f"| {row['workload']} | {row['step']} | " + " | ".join(cells + ratios) + " |")
         lines.append("")
         for bound in runner.never_seen_bounds:
-            lines.append(f"- {bound['workload']}, load of a copy: {_seconds(bound['torchpack'])} against BLAKE3 of the file on "
-                         f"every core {_seconds(bound['hashing'])} + torch.load(mmap=True) {_seconds(bound['torch_load'])}: "
+            lines.append(f"- {bound['workload']}, load of a copy: {_seconds(bound['torchpack'])} against BLAKE3 of that copy on "
+                         f"every core {_seconds(bound['hashing'])} + torch.load(mmap=True) of a copy of its file "
+                         f"{_seconds(bound['torch_load'])}: "
                          f"{bound['ratio']:.2f}x (target <= 1.2x)")
         lines.append("")
     if runner.cold:
