@@ -280,8 +280,8 @@ def test_builder_speaks_of_the_bazel_target(tmp_path, requires, args, message):
     """The builder alone (as the rule runs it), on an empty sandbox-like workspace."""
     from build_support import REPO, cli_env
 
-    definition = tmp_path / "bad.pt.def.json"
-    definition.write_text(json.dumps({
+    typed = tmp_path / "bad.pt.typed.json"
+    typed.write_text(json.dumps({
         "label": "//src/mylab:bad", "requires": requires,
         "pickle": {"mylab/model.pkl": {"call": "mylab.model:build"}},
     }))
@@ -289,7 +289,8 @@ def test_builder_speaks_of_the_bazel_target(tmp_path, requires, args, message):
         [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
          "--archive", str(tmp_path / "bad.pt"), "--digest", str(tmp_path / "bad.pt.sha256"),
          "--extern-modules", str(tmp_path / "bad.pt.extern_modules"), "--build-file", "src/mylab/BUILD.bazel",
-         "--workspace", str(tmp_path), "--", "--definition", str(definition), "--output", str(tmp_path / "bad.pt"), *args],
+         "--workspace", str(tmp_path), "--typed-definition", str(typed),
+         "--", "--definition", str(tmp_path / "bad.pt.def.json"), "--output", str(tmp_path / "bad.pt"), *args],
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
     )
     assert done.returncode != 0
@@ -313,8 +314,8 @@ def test_builder_suggests_an_undeclared_resource_in_starlark(tmp_path):
     """)
     out = tmp_path / "bazel-out"  # as in an execroot: outputs in their own folder
     out.mkdir()
-    definition = out / "bad.pt.def.json"
-    definition.write_text(json.dumps({
+    typed = out / "bad.pt.typed.json"
+    typed.write_text(json.dumps({
         "label": "//mylab:bad", "intern": [{"include": ["mylab.**"], "exclude": [], "allow_empty": True}],
         "modules": ["mylab.tokenizer"],
     }))
@@ -322,7 +323,8 @@ def test_builder_suggests_an_undeclared_resource_in_starlark(tmp_path):
         [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
          "--archive", str(out / "bad.pt"), "--digest", str(out / "bad.pt.sha256"),
          "--extern-modules", str(out / "bad.pt.extern_modules"), "--build-file", "mylab/BUILD.bazel",
-         "--workspace", str(tmp_path), "--", "--definition", str(definition), "--output", str(out / "bad.pt")],
+         "--workspace", str(tmp_path), "--typed-definition", str(typed),
+         "--", "--definition", str(out / "bad.pt.def.json"), "--output", str(out / "bad.pt")],
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
     )
     assert done.returncode != 0
