@@ -90,7 +90,7 @@ def expand_data(root: Path, base: str, globs: tuple[str, ...], python_path: tupl
                     index,
                     f"glob {pattern!r} matches {file}, which belongs to the sub-package of {marker}: "
                     "Bazel's glob does not enter sub-packages, so a target packages only files of its own "
-                    "package; narrow the glob, or save the file from a target of that package",
+                    "package; narrow the glob, or list the file under binary",
                 )
         try:
             files.update(data_records(matches, python_path))
