@@ -444,3 +444,49 @@ def test_an_edited_pyproject_is_seen_by_the_next_build(bazel):
     finally:
         pyproject.write_text(original, encoding="utf-8")
     bazel.build("//src/mylab:model").check()
+
+
+def _run_builder(tmp_path: Path, out: Path, typed: dict, *action_args: str) -> subprocess.CompletedProcess[str]:
+    """The builder as the rule runs it, writing into ``out`` (as Bazel, a fresh folder)."""
+    from build_support import REPO, cli_env
+
+    out.mkdir()
+    (out / "t.pt.typed.json").write_text(json.dumps(typed))
+    return subprocess.run(
+        [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
+         "--archive", str(out / "t.pt"), "--digest", str(out / "t.pt.sha256"),
+         "--extern-modules", str(out / "t.pt.extern_modules"), "--build-file", "src/mylab/BUILD.bazel",
+         "--workspace", str(tmp_path), "--typed-definition", str(out / "t.pt.typed.json"),
+         "--", "--definition", str(out / "t.pt.def.json"), "--output", str(out / "t.pt"), *action_args],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+    )
+
+
+def test_builder_writes_the_clis_definition_from_the_typed_one(tmp_path):
+    """Without Bazel: the rule's typed target (requirements as typed, data as matched files)
+    becomes the definition the CLI makes of the same BUILD.toml table, and a data file outside
+    every python_path folder is an error in Bazel's terms."""
+    from build_support import write
+
+    write(tmp_path / "src" / "mylab" / "text" / "vocab.txt", "cat dog\n")
+    write(tmp_path / "lib" / "stray.txt", "stray\n")
+    typed = {
+        "label": "//src/mylab:t", "requires": ["NumPy >= 1"],
+        "sources": {"mylab.version": {"source": "V = 1\n", "package": False}},
+        "data": ["src/mylab/text/vocab.txt"],
+    }
+    done = _run_builder(tmp_path, tmp_path / "good", typed, "--python-path=src")
+    assert done.returncode == 0, done.stderr
+    definition = json.loads((tmp_path / "good" / "t.pt.def.json").read_text())
+    assert definition["requires"] == ["NumPy>=1"]
+    assert definition["binary"] == {"mylab/text/vocab.txt": "src/mylab/text/vocab.txt"}
+    with zipfile.ZipFile(tmp_path / "good" / "t.pt") as archive:
+        [name] = [name for name in archive.namelist() if name.partition("/")[2] == "mylab/text/vocab.txt"]
+        assert archive.read(name) == b"cat dog\n"
+
+    done = _run_builder(tmp_path, tmp_path / "bad", {**typed, "data": ["lib/stray.txt"]}, "--python-path=src")
+    assert done.returncode == 2
+    assert ("error: src/mylab/BUILD.bazel: //src/mylab:t: attribute 'data': lib/stray.txt is in no "
+            "python-path folder (src)") in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(path.name for path in (tmp_path / "bad").iterdir()) == ["t.pt.typed.json"]  # no DEF.json, no archive

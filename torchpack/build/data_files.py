@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .workspace import BUILD_FILE
+
 if TYPE_CHECKING:
     from .labels import Label
     from .targets import Target
@@ -42,7 +44,7 @@ def package_path(file: str, python_path: tuple[str, ...]) -> str | None:
 
 
 # A folder holding one of these is a package of its own, for the CLI or for Bazel.
-PACKAGE_MARKERS = ("BUILD.toml", "BUILD.bazel", "BUILD")
+_PACKAGE_MARKERS = (BUILD_FILE, "BUILD.bazel", "BUILD")
 
 
 def data_records(files: Iterable[str], python_path: tuple[str, ...]) -> dict[str, str]:
@@ -62,7 +64,7 @@ def _sub_package(root: Path, base: str, file: str) -> str | None:
     folder = root / base
     for part in Path(file).relative_to(base or ".").parts[:-1]:
         folder = folder / part
-        for marker in PACKAGE_MARKERS:
+        for marker in _PACKAGE_MARKERS:
             if (folder / marker).is_file():
                 return f"{folder.relative_to(root).as_posix()}/{marker}"
     return None
