@@ -1,6 +1,8 @@
 """The newer BUILD.toml keys under Bazel (issue 15): python-path, data, requires, main and
 compat pass through `torch_package` with the same values and give the CLI's bytes, and a
 failing export tells the user, in Bazel's terms, where the target is and what to change.
+Where the two front ends could differ (requirements as typed, data globs reaching into a
+sub-package, a python_path other than pyproject.toml's) they either agree or fail loudly.
 
 One Bazel server (its own output root and workspace copy, as in tests/test_bazel.py) builds a
 src-layout workspace (`[tool.torchpack] python-path = ["src"]` for the CLI, `python_path`
@@ -15,6 +17,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -58,7 +61,7 @@ SOURCES = {
         intern = ["mylab.**"]
         extern = "torch.**"
         data = "text/*.txt"
-        requires = ["torch>=2", "numpy"]
+        requires = ["torch >= 2", "numpy"]  # normalised, by the CLI and by Bazel alike
         main = "mylab.serve:main"
         compat = "torch.package"
         seed = 3
@@ -92,7 +95,7 @@ SOURCES = {
             intern = ["mylab.**"],
             extern = "torch.**",
             data = "text/*.txt",
-            requires = ["torch>=2", "numpy"],
+            requires = ["torch >= 2", "numpy"],
             main = "mylab.serve:main",
             compat = "torch.package",
             seed = 3,
@@ -134,6 +137,59 @@ SOURCES = {
             intern = ["mylab.**"],
             extern = "torch.**",
             pickle = {"mylab/model.pkl": {"call": "mylab.model:build", "args": {"hidden": 2}}},
+        )
+
+        torch_package(
+            name = "bad_requirement",
+            python_path = ["src"],
+            sources = {"mylab.version": "V = 1\\n"},
+            requires = "numpy >>> 2",
+        )
+
+        torch_package(
+            name = "twice",
+            python_path = ["src"],
+            data = "notes.txt",
+            binary = {"failing/notes.txt": "notes.txt"},
+        )
+        """,
+    "src/failing/notes.txt": "saved twice\n",
+    # A data glob over a folder with a sub-package: Bazel's glob leaves inner/ out, the CLI
+    # refuses the glob; neither packages inner/skipped.txt.
+    "src/nested/top.txt": "top\n",
+    "src/nested/inner/skipped.txt": "skipped\n",
+    "src/nested/inner/BUILD.bazel": "",
+    "src/nested/BUILD.toml": """\
+        [notes]
+        data = "**/*.txt"
+        sources = { "nested.version" = "V = 1\\n" }
+        """,
+    "src/nested/BUILD.bazel": """\
+        load("//rules:defs.bzl", "torch_package")
+
+        torch_package(
+            name = "notes",
+            python_path = ["src"],
+            data = "**/*.txt",
+            sources = {"nested.version": "V = 1\\n"},
+        )
+        """,
+    # python_path must be pyproject.toml's [tool.torchpack] python-path (["src"] here).
+    "src/unset/BUILD.bazel": """\
+        load("//rules:defs.bzl", "torch_package")
+
+        torch_package(
+            name = "unset",
+            sources = {"unset.version": "V = 1\\n"},
+        )
+        """,
+    "src/other/BUILD.bazel": """\
+        load("//rules:defs.bzl", "torch_package")
+
+        torch_package(
+            name = "other",
+            python_path = ["src", "."],
+            sources = {"other.version": "V = 1\\n"},
         )
         """,
     # A data glob that matches nothing fails when the package loads, as BUILD.toml's does.
@@ -244,6 +300,11 @@ def test_failing_exports_name_the_target_line_and_the_fix(bazel):
         "'pickle.\"mylab/model.pkl\".call': cannot import module mylab.model: ModuleNotFoundError: "
         "No module named 'mylab.model'; under Bazel the export sees only declared files: if it is "
         "workspace code, list src/mylab/model.py (or src/mylab/model/__init__.py) in srcs",
+        # The CLI's check of a requirement, and of a record saved twice, in Bazel's terms.
+        "bad_requirement": "error: src/failing/BUILD.bazel: //src/failing:bad_requirement: attribute 'requires[0]': "
+        "'numpy >>> 2' is not a PEP 508 requirement",
+        "twice": "error: src/failing/BUILD.bazel: //src/failing:twice: attribute 'data.\"failing/notes.txt\"': "
+        "record is also saved by 'binary'",
     }
     for name, line in _target_lines(build_file).items():
         # Bazel's own prefix locates the target; ours names the label, the attribute and the fix.
@@ -280,8 +341,8 @@ def test_builder_speaks_of_the_bazel_target(tmp_path, requires, args, message):
     """The builder alone (as the rule runs it), on an empty sandbox-like workspace."""
     from build_support import REPO, cli_env
 
-    definition = tmp_path / "bad.pt.def.json"
-    definition.write_text(json.dumps({
+    typed = tmp_path / "bad.pt.typed.json"
+    typed.write_text(json.dumps({
         "label": "//src/mylab:bad", "requires": requires,
         "pickle": {"mylab/model.pkl": {"call": "mylab.model:build"}},
     }))
@@ -289,7 +350,8 @@ def test_builder_speaks_of_the_bazel_target(tmp_path, requires, args, message):
         [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
          "--archive", str(tmp_path / "bad.pt"), "--digest", str(tmp_path / "bad.pt.sha256"),
          "--extern-modules", str(tmp_path / "bad.pt.extern_modules"), "--build-file", "src/mylab/BUILD.bazel",
-         "--workspace", str(tmp_path), "--", "--definition", str(definition), "--output", str(tmp_path / "bad.pt"), *args],
+         "--workspace", str(tmp_path), "--typed-definition", str(typed),
+         "--", "--definition", str(tmp_path / "bad.pt.def.json"), "--output", str(tmp_path / "bad.pt"), *args],
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
     )
     assert done.returncode != 0
@@ -313,8 +375,8 @@ def test_builder_suggests_an_undeclared_resource_in_starlark(tmp_path):
     """)
     out = tmp_path / "bazel-out"  # as in an execroot: outputs in their own folder
     out.mkdir()
-    definition = out / "bad.pt.def.json"
-    definition.write_text(json.dumps({
+    typed = out / "bad.pt.typed.json"
+    typed.write_text(json.dumps({
         "label": "//mylab:bad", "intern": [{"include": ["mylab.**"], "exclude": [], "allow_empty": True}],
         "modules": ["mylab.tokenizer"],
     }))
@@ -322,7 +384,8 @@ def test_builder_suggests_an_undeclared_resource_in_starlark(tmp_path):
         [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
          "--archive", str(out / "bad.pt"), "--digest", str(out / "bad.pt.sha256"),
          "--extern-modules", str(out / "bad.pt.extern_modules"), "--build-file", "mylab/BUILD.bazel",
-         "--workspace", str(tmp_path), "--", "--definition", str(definition), "--output", str(out / "bad.pt")],
+         "--workspace", str(tmp_path), "--typed-definition", str(typed),
+         "--", "--definition", str(out / "bad.pt.def.json"), "--output", str(out / "bad.pt")],
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
     )
     assert done.returncode != 0
@@ -330,3 +393,100 @@ def test_builder_suggests_an_undeclared_resource_in_starlark(tmp_path):
     assert 'add "mylab/vocab.txt" to text of //mylab:bad: text = {"mylab/vocab.txt": "vocab.txt"}' in done.stderr
     assert 'data = ["vocab.txt"]' in done.stderr
     assert "Traceback" not in done.stderr and not (out / "bad.pt").exists()
+
+
+@pytest.mark.bazel
+def test_data_glob_over_a_sub_package_packages_the_same_or_fails(bazel, bazel_bin):
+    """Bazel's glob leaves out the files of src/nested/inner (it has a BUILD.bazel); the CLI,
+    whose glob would match them, refuses instead, naming the file and the sub-package."""
+    bazel.build("//src/nested:notes").check()
+    with zipfile.ZipFile(bazel_bin / "src" / "nested" / "notes.pt") as archive:
+        resources = {name.partition("/")[2] for name in archive.namelist() if name.endswith(".txt")}
+    assert resources == {"nested/top.txt"}
+    cli = subprocess.run(
+        [sys.executable, "-m", "torchpack.build", "//src/nested:notes", "--out", str(bazel.scratch / "cli-nested")],
+        cwd=bazel.workspace, env={**os.environ, "PYTHONPATH": str(bazel.workspace)},
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+    )
+    assert cli.returncode == 2
+    assert ("error: src/nested/BUILD.toml:2: target 'notes': key 'data': glob '**/*.txt' matches "
+            "src/nested/inner/skipped.txt, which belongs to the sub-package of src/nested/inner/BUILD.bazel") in cli.stderr, cli.stderr
+    assert not (bazel.scratch / "cli-nested" / "src" / "nested" / "notes.pt").exists()
+
+
+@pytest.mark.bazel
+@pytest.mark.parametrize(
+    ("package", "said"),
+    [("unset", "not set (the workspace root)"), ("other", '["src","."]')],
+)
+def test_python_path_other_than_pyproject_fails_the_package(bazel, package, said):
+    result = bazel.build(f"//src/{package}:all")
+    assert result.returncode != 0
+    build_file = bazel.workspace / "src" / package / "BUILD.bazel"
+    assert f'File "{build_file}", line 3' in result.stderr, result.stderr
+    assert (f"Error in fail: //src/{package}:{package}: python_path is {said}, but pyproject.toml's "
+            '[tool.torchpack] python-path is ["src"]: write python_path = ["src"] on the target') in result.stderr, result.stderr
+
+
+@pytest.mark.bazel
+def test_an_edited_pyproject_is_seen_by_the_next_build(bazel):
+    """pyproject.toml is read through its label: Bazel re-reads it when it changes, so the
+    check never holds a stale python-path."""
+    pyproject = bazel.workspace / "pyproject.toml"
+    original = pyproject.read_text(encoding="utf-8")
+    try:
+        pyproject.write_text('[tool.torchpack]\npython-path = ["src", "."]\n', encoding="utf-8")
+        bazel.build("//src/other:all").check()
+        mylab = bazel.build("//src/mylab:model")
+        assert mylab.returncode != 0
+        assert ('//src/mylab:model: python_path is ["src"], but pyproject.toml\'s [tool.torchpack] python-path is '
+                '["src","."]') in mylab.stderr, mylab.stderr
+    finally:
+        pyproject.write_text(original, encoding="utf-8")
+    bazel.build("//src/mylab:model").check()
+
+
+def _run_builder(tmp_path: Path, out: Path, typed: dict, *action_args: str) -> subprocess.CompletedProcess[str]:
+    """The builder as the rule runs it, writing into ``out`` (as Bazel, a fresh folder)."""
+    from build_support import REPO, cli_env
+
+    out.mkdir()
+    (out / "t.pt.typed.json").write_text(json.dumps(typed))
+    return subprocess.run(
+        [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
+         "--archive", str(out / "t.pt"), "--digest", str(out / "t.pt.sha256"),
+         "--extern-modules", str(out / "t.pt.extern_modules"), "--build-file", "src/mylab/BUILD.bazel",
+         "--workspace", str(tmp_path), "--typed-definition", str(out / "t.pt.typed.json"),
+         "--", "--definition", str(out / "t.pt.def.json"), "--output", str(out / "t.pt"), *action_args],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+    )
+
+
+def test_builder_writes_the_clis_definition_from_the_typed_one(tmp_path):
+    """Without Bazel: the rule's typed target (requirements as typed, data as matched files)
+    becomes the definition the CLI makes of the same BUILD.toml table, and a data file outside
+    every python_path folder is an error in Bazel's terms."""
+    from build_support import write
+
+    write(tmp_path / "src" / "mylab" / "text" / "vocab.txt", "cat dog\n")
+    write(tmp_path / "lib" / "stray.txt", "stray\n")
+    typed = {
+        "label": "//src/mylab:t", "requires": ["NumPy >= 1"],
+        "sources": {"mylab.version": {"source": "V = 1\n", "package": False}},
+        "data": ["src/mylab/text/vocab.txt"],
+    }
+    done = _run_builder(tmp_path, tmp_path / "good", typed, "--python-path=src")
+    assert done.returncode == 0, done.stderr
+    definition = json.loads((tmp_path / "good" / "t.pt.def.json").read_text())
+    assert definition["requires"] == ["NumPy>=1"]
+    assert definition["binary"] == {"mylab/text/vocab.txt": "src/mylab/text/vocab.txt"}
+    with zipfile.ZipFile(tmp_path / "good" / "t.pt") as archive:
+        [name] = [name for name in archive.namelist() if name.partition("/")[2] == "mylab/text/vocab.txt"]
+        assert archive.read(name) == b"cat dog\n"
+
+    done = _run_builder(tmp_path, tmp_path / "bad", {**typed, "data": ["lib/stray.txt"]}, "--python-path=src")
+    assert done.returncode == 2
+    assert ("error: src/mylab/BUILD.bazel: //src/mylab:t: attribute 'data': lib/stray.txt is in no "
+            "python-path folder (src)") in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(path.name for path in (tmp_path / "bad").iterdir()) == ["t.pt.typed.json"]  # no DEF.json, no archive

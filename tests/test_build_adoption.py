@@ -144,6 +144,32 @@ def test_new_keys_are_validated(tmp_path: Path, data: str, message: str) -> None
     assert error.startswith("error: mylab/BUILD.toml:3: target 'tok': " + message), error
 
 
+@pytest.mark.parametrize("marker", ["BUILD.bazel", "BUILD", "BUILD.toml"])
+def test_data_glob_refuses_files_of_a_sub_package(tmp_path: Path, marker: str) -> None:
+    """Bazel's glob does not enter a folder with its own BUILD file: rather than package files
+    that the same target under Bazel would silently leave out, the CLI names the file and the
+    sub-package."""
+    root = make_workspace(tmp_path / "ws", examples=False)
+    _lab(root, TOK.format(extra='data = ["*.txt", "**/*.txt"]'))
+    write(root / "mylab" / "readme.txt", "top\n")
+    write(root / "mylab" / "text" / marker, "")
+    result = run_cli(root, "//mylab:tok")
+    assert result.returncode == 2 and not (root / "torchpack-out").exists()
+    assert _errors(result) == [
+        "error: mylab/BUILD.toml:3: target 'tok': key 'data[1]': glob '**/*.txt' matches mylab/text/vocab.txt, "
+        f"which belongs to the sub-package of mylab/text/{marker}: Bazel's glob does not enter sub-packages, so a "
+        "target packages only files of its own package; narrow the glob, or list the file under binary"
+    ]
+
+    # The file named under binary (as BUILD.bazel names it by label) is packaged.
+    _lab(root, TOK.format(extra='data = ["*.txt"]\nbinary = { "mylab/text/vocab.txt" = "text/vocab.txt" }'))
+    write(root / "mylab" / "text" / marker, "")
+    result = run_cli(root, "//mylab:tok")
+    assert result.returncode == 0, result.stderr
+    packaged = _records(root / "torchpack-out" / "mylab" / "tok.pt")
+    assert (packaged["mylab/readme.txt"], packaged["mylab/text/vocab.txt"]) == (b"top\n", b"hello world\n")
+
+
 SRC_BUILD = """
     [tok]
     intern = "mylab.**"

@@ -322,7 +322,8 @@ def test_bazel_builder_replaces_a_mapped_archive_without_changing_it(tmp_path: P
             [sys.executable, str(REPO / "rules" / "private" / "builder.py"),
              "--archive", str(archive), "--digest", str(out / "weights.sha256"),
              "--extern-modules", str(out / "weights.extern_modules"), "--build-file", "BUILD.bazel",
-             "--workspace", str(root), "--", "--definition", str(definition), "--output", str(archive)],
+             "--workspace", str(root), "--typed-definition", str(definition),
+             "--", "--definition", str(out / f"weights-{seed}.def.json"), "--output", str(archive)],
             cwd=root, env=cli_env(), capture_output=True, text=True, timeout=600, check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr

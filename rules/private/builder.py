@@ -3,10 +3,15 @@
 Usage (written by the rule, not by hand)::
 
     builder --archive OUT.pt --digest OUT.pt.sha256 --extern-modules OUT.pt.extern_modules \\
-            --build-file PKG/BUILD.bazel --workspace ROOT -- ACTION-ARGS...
+            --build-file PKG/BUILD.bazel --workspace ROOT --typed-definition TYPED.json -- ACTION-ARGS...
 
 ``ACTION-ARGS`` go to ``torchpack.build.action`` (``--definition DEF.json --output OUT.pt
-[--dep LABEL=ARCHIVE ...] [--python-path FOLDER ...]``).  The export runs in a fresh
+[--dep LABEL=ARCHIVE ...] [--python-path FOLDER ...]``).  ``TYPED.json`` is the target as
+the rule wrote it: attribute values as typed, and ``data`` as the files the macro's glob
+matched.  The builder first writes the canonical ``DEF.json`` from it with the CLI's own
+code (:func:`torchpack.build.schema.target_from_definition`: requirements normalised,
+``data`` files named as binary records below the python-path folders), so that Bazel and
+the CLI hold the one definition of both.  The export runs in a fresh
 interpreter (this one's ``sys.executable``: the registered Python toolchain) started the way
 the CLI starts it, with the CLI's sanitised environment
 (:func:`torchpack.build.runner.hermetic_env`), umask 022 and the workspace as working
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -51,7 +57,28 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--extern-modules", required=True, type=Path)
     parser.add_argument("--build-file", required=True)
     parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--typed-definition", required=True, type=Path)
     return parser.parse_args(argv[:split]), argv[split + 1 :]
+
+
+def _python_path(action_args: list[str]) -> tuple[str, ...]:
+    """The ``--python-path`` folders of the action, as the action reads them."""
+    folders = [arg.partition("=")[2] for arg in action_args if arg.startswith("--python-path=")]
+    return tuple("" if folder in ("", ".") else folder for folder in folders) or ("",)
+
+
+def _write_definition(typed: Path, action_args: list[str]) -> str | None:
+    """Writes the action's ``--definition`` file from the typed one; the error, if any."""
+    from torchpack.build.schema import BuildFileError, target_from_definition
+
+    try:
+        target = target_from_definition(
+            json.loads(typed.read_text(encoding="utf-8")), file=str(typed), data_python_path=_python_path(action_args)
+        )
+    except (OSError, ValueError, BuildFileError) as exc:
+        return f"error: {exc}\n"
+    Path(action_args[action_args.index("--definition") + 1]).write_text(target.definition_json(), encoding="utf-8")
+    return None
 
 
 def _extern_modules(archive: Path) -> str:
@@ -70,7 +97,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> str:
+def _point_at_build_file(log: str, build_file: str, action_args: list[str], typed: Path) -> str:
     """The action's error lines in the terms of the Bazel target.
 
     The action names the BUILD.toml the label would live in (export errors; a line number
@@ -79,7 +106,7 @@ def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> s
     keys are the attributes of ``torch_package``.
     """
     package = build_file.rpartition("/")[0]
-    wrong = [f"{package}/BUILD.toml" if package else "BUILD.toml"]
+    wrong = [f"{package}/BUILD.toml" if package else "BUILD.toml", str(typed)]
     if "--definition" in action_args[:-1]:
         wrong.append(action_args[action_args.index("--definition") + 1])
     located = re.compile(
@@ -92,8 +119,7 @@ def _point_at_build_file(log: str, build_file: str, action_args: list[str]) -> s
         label = f"//{package}:{name}: " if name else ""
         return f"error: {build_file}: {label}" + (f"attribute {key}: " if key else "")
 
-    python_path = [arg.partition("=")[2] for arg in action_args if arg.startswith("--python-path=")]
-    log = _MISSING_MODULE.sub(_srcs_hint(python_path[0] if python_path else ""), located.sub(in_bazel_terms, log))
+    log = _MISSING_MODULE.sub(_srcs_hint(_python_path(action_args)[0]), located.sub(in_bazel_terms, log))
     log = _TOML_TABLE.sub(r'\1 = {"\2": "\3"}', log)
     return log if log.endswith("\n") or not log else log + "\n"
 
@@ -155,6 +181,10 @@ def main(argv: list[str]) -> int:
         print(f"error: the torch_package builder cannot import torchpack.build ({exc})", file=sys.stderr)
         return 2
 
+    invalid = _write_definition(options.typed_definition, action_args)
+    if invalid:
+        sys.stderr.write(_point_at_build_file(invalid, options.build_file, action_args, options.typed_definition))
+        return 2
     workspace = options.workspace.resolve()
     home = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
     try:
@@ -175,7 +205,7 @@ def main(argv: list[str]) -> int:
 
     log = process.stdout.decode("utf-8", "replace")
     if process.returncode != 0:
-        sys.stderr.write(_point_at_build_file(log, options.build_file, action_args))
+        sys.stderr.write(_point_at_build_file(log, options.build_file, action_args, options.typed_definition))
         if not log.strip():
             print(f"error: {options.build_file}: the export exited with status {process.returncode}", file=sys.stderr)
         return process.returncode if process.returncode > 0 else 1

@@ -14,9 +14,16 @@ workspace Python source the export imports (interned modules, the modules of the
 factories, `__init__.py` files of their packages) must be in `srcs`.
 
 The workspace's `[tool.torchpack] python-path` (pyproject.toml) is the `python_path`
-attribute here: Bazel reads no pyproject.toml, so a src layout names its folders on each
-target (a constant in a .bzl file keeps them in one place).
+attribute here: a src layout names its folders on each target (a constant in a .bzl file
+keeps them in one place), and a target whose `python_path` differs from the pyproject's
+fails to load rather than name its records otherwise than the CLI.
+
+The rule writes the target as typed (`<out>.typed.json`, `data` as the files the macro's
+glob matched); the action's builder turns it into `DEF.json` with the CLI's code, which
+normalises `requires` and names the `data` records, so neither lives here twice.
 """
+
+load("@torchpack_python//:defs.bzl", "PYPROJECT_PYTHON_PATH")
 
 TorchPackageInfo = provider(
     doc = "A torchpack archive built by a `torch_package` target.",
@@ -138,7 +145,8 @@ def _resource_files(ctx, attr_name):
     return records, files
 
 def _definition(ctx):
-    """The canonical target definition, as `torchpack.build.schema.Target.definition` makes it."""
+    """The target as typed: the builder makes the canonical definition of it, as
+    `torchpack.build.schema.Target.definition` does for the CLI."""
     for dep in ctx.attr.deps + [ctx]:
         if dep.label.workspace_root:
             fail("torch_package targets and their deps must be in the main repository, not %s" % dep.label)
@@ -162,6 +170,10 @@ def _definition(ctx):
         value = _decode(ctx, kind)
         definition[kind] = [] if value == None else _normalise_actions(value)
 
+    # Files, not globs: Bazel's glob matched them in the macro; the builder names their records.
+    if ctx.files.data:
+        definition["data"] = [file.path for file in ctx.files.data]
+
     # Present only when set, as in Target.definition: targets without them keep their bytes.
     if ctx.attr.requires:
         definition["requires"] = ctx.attr.requires
@@ -169,7 +181,7 @@ def _definition(ctx):
         definition["main"] = ctx.attr.main
     if ctx.attr.compat:
         definition["compat"] = ctx.attr.compat
-    return definition, text_files + binary_files
+    return definition, text_files + binary_files + ctx.files.data
 
 def _srcs(ctx):
     sets = []
@@ -216,9 +228,8 @@ def _torch_package_impl(ctx):
     digest = ctx.actions.declare_file(out + ".sha256")
     extern_modules = ctx.actions.declare_file(out + ".extern_modules")
     definition_file = ctx.actions.declare_file(out + ".def.json")
-
-    # Same bytes as Target.definition_json(): sorted keys, no whitespace, UTF-8.
-    ctx.actions.write(definition_file, json.encode(definition))
+    typed_file = ctx.actions.declare_file(out + ".typed.json")
+    ctx.actions.write(typed_file, json.encode(definition))
 
     dep_infos = [dep[TorchPackageInfo] for dep in ctx.attr.deps]
     args = ctx.actions.args()
@@ -227,6 +238,7 @@ def _torch_package_impl(ctx):
     args.add("--extern-modules", extern_modules)
     args.add("--build-file", ctx.build_file_path)
     args.add("--workspace", ".")
+    args.add("--typed-definition", typed_file)
     args.add("--")
     args.add("--definition", definition_file)
     args.add("--output", archive)
@@ -239,10 +251,10 @@ def _torch_package_impl(ctx):
         executable = ctx.executable._builder,
         arguments = [args],
         inputs = depset(
-            [definition_file] + resources + [info.archive for info in dep_infos],
+            [typed_file] + resources + [info.archive for info in dep_infos],
             transitive = [_srcs(ctx)],
         ),
-        outputs = [archive, digest, extern_modules],
+        outputs = [archive, digest, extern_modules, definition_file],
         mnemonic = "TorchPackage",
         progress_message = "Packaging %s into %s" % (ctx.label, archive.short_path),
         # The builder sets the export's whole environment itself (PYTHONHASHSEED=0,
@@ -315,6 +327,11 @@ group `<out>.sha256`, `<out>.extern_modules` and `<out>.def.json`.
             allow_files = True,
             doc = "File -> record path saved with `save_binary` (as `text`).",
         ),
+        "data": attr.label_list(
+            allow_files = True,
+            doc = "Files saved as binary records named by their paths below the first " +
+                  "`python_path` folder holding them (the macro's `data` globs).",
+        ),
         "pickle": attr.string(doc = "JSON of BUILD.toml's `pickle`: record -> `{call, args, dep_args}`, " +
                                     "`{attr}` or `{from, record}`."),
         "requires": attr.string_list(doc = "PEP 508 requirements the interpreter's environment must satisfy."),
@@ -368,49 +385,37 @@ def _python_path(where, folders):
             normal.append(folder)
     return normal
 
-def _package_path(file, python_path):
-    """Record path of workspace file `file`: below the first python-path folder holding it."""
-    for folder in python_path:
-        if not folder:
-            return file
-        if file.startswith(folder + "/"):
-            return file[len(folder) + 1:]
-    return None
+def _data_files(where, data):
+    """BUILD.toml's `data` globs, matched by Bazel's glob: files relative to this package.
 
-def _data_records(where, data, python_path):
-    """BUILD.toml's `data` globs, expanded here as the CLI does: {record: package-relative file}."""
+    Each glob must match on its own, as in BUILD.toml.  Bazel's glob does not enter a
+    sub-package; the CLI refuses a file there, so both package the same files.
+    """
     globs = _strings(data)
     if globs == None:
         fail("%s: data must be a file glob or a list of them, got %s" % (where, type(data)))
-    package = native.package_name()
-    records = {}
+    files = []
     for pattern in globs:
         if not pattern or pattern.startswith("/") or ".." in pattern.split("/") or "\\" in pattern:
             fail("%s: data: glob %r must be relative to the BUILD file, without '..'" % (where, pattern))
+        matched = native.glob([pattern], exclude = ["**/__pycache__/**"])
+        if not matched:
+            fail("%s: data: glob %r matches no file in %s/" % (where, pattern, native.package_name() or "."))
+        files.extend([file for file in matched if file not in files])
+    return files
 
-        # One glob per pattern, so that each must match on its own, as in BUILD.toml.
-        files = native.glob([pattern], exclude = ["**/__pycache__/**"])
-        if not files:
-            fail("%s: data: glob %r matches no file in %s/" % (where, pattern, package or "."))
-        for file in files:
-            path = package + "/" + file if package else file
-            record = _package_path(path, python_path)
-            if record == None:
-                fail("%s: data: %s is in no python_path folder (%s)" % (where, path, ", ".join([f or "." for f in python_path])))
-            records[record] = file
-    return records
-
-def _merge_data(where, records, saved, binary):
-    """binary + data records (data is binary shorthand); a record saved twice is an error."""
-    if type(binary) != "dict":
-        fail("%s: binary must be a dict of record path -> file, got %s" % (where, type(binary)))
-    merged = dict(binary)
-    for record, file in records.items():
-        for key, taken in saved.items():
-            if record in taken:
-                fail("%s: data: record %s is also saved by '%s'" % (where, record, key))
-        merged[record] = file
-    return merged
+def _check_python_path(where, python_path):
+    """The CLI names records below pyproject.toml's python-path: a target must say the same."""
+    if PYPROJECT_PYTHON_PATH == None or (python_path or [""]) == PYPROJECT_PYTHON_PATH:
+        return
+    wanted = json.encode([folder or "." for folder in PYPROJECT_PYTHON_PATH])
+    fail(("%s: python_path is %s, but pyproject.toml's [tool.torchpack] python-path is %s: " +
+          "write python_path = %s on the target (a constant in a .bzl file keeps them in one place)") % (
+        where,
+        json.encode([folder or "." for folder in python_path]) if python_path != None else "not set (the workspace root)",
+        wanted,
+        wanted,
+    ))
 
 def torch_package(
         name,
@@ -467,7 +472,8 @@ def torch_package(
       binary: `{record: file}`, files saved as binary records.
       data: a file glob or a list of them, relative to this package: each file
         is a binary record named by its path below its `python_path` folder.
-        Expanded with Bazel's `glob`, which stops at subpackages.
+        Expanded with Bazel's `glob`, which stops at sub-packages (the CLI
+        refuses a glob matching a file there).
       pickle: `{record: object}` where object is `{"call": "module:function",
         "args": {...}, "dep_args": {name: {"from": label, "record": path}}}`,
         `{"attr": "module:name"}` or `{"from": label, "record": path}`.
@@ -482,14 +488,13 @@ def torch_package(
         `--action_env=TORCHPACK_SIGN_KEY=/abs/path` names.
       python_path: folders, relative to the workspace root, that code is
         imported from, in order (default: the root): the CLI's
-        `[tool.torchpack] python-path`, e.g. `["src"]`.
+        `[tool.torchpack] python-path`, e.g. `["src"]`, which it must equal
+        when the workspace's pyproject.toml has a `[tool.torchpack]` table.
       **kwargs: common attributes (`visibility`, `tags`, `testonly`, ...).
     """
     where = "//%s:%s" % (native.package_name(), name)
-    folders = _python_path(where, python_path) if python_path != None else [""]
-    if data != None:
-        saved = {key: value for key, value in (("text", text), ("binary", binary), ("pickle", pickle)) if type(value) == "dict"}
-        binary = _merge_data(where, _data_records(where, data, folders), saved, binary)
+    folders = _python_path(where, python_path) if python_path != None else None
+    _check_python_path(where, folders)
     if main == "":
         fail("%s: main: '' is not of the form 'package.module:function'" % where)
     if requires != None and _strings(requires) == None:
@@ -506,6 +511,7 @@ def torch_package(
         sources = _json_or_empty(sources),
         text = _invert(text, "text"),
         binary = _invert(binary, "binary"),
+        data = _data_files(where, data) if data != None else [],
         pickle = _json_or_empty(pickle),
         requires = _strings(requires) if requires != None else [],
         main = main,
@@ -513,6 +519,6 @@ def torch_package(
         seed = seed,
         out = out,
         sign = sign,
-        python_path = folders if python_path != None else [],
+        python_path = folders or [],
         **kwargs
     )

@@ -222,9 +222,19 @@ def _parse_files(check: _Checker, value: Any, key: str, base: str, root: Path | 
     return files
 
 
-def _parse_data(check: _Checker, value: Any, base: str, root: Path | None, python_path: tuple[str, ...]) -> dict[str, str]:
-    from .data_files import DataGlobError, expand_data
+def _parse_data(
+    check: _Checker, value: Any, base: str, root: Path | None, python_path: tuple[str, ...], matched: bool
+) -> dict[str, str]:
+    from .data_files import DataGlobError, data_records, expand_data
 
+    if matched:
+        # The files a front end's glob matched (Bazel's, in the torch_package macro): only
+        # their records are named here, as for the CLI's own matches.
+        try:
+            expanded = data_records(check.strings(value, "a file path", ("data",)), python_path)
+        except ValueError as exc:
+            raise check.error(("data",), str(exc)) from None
+        return {_parse_record(check, record, ("data",)): file for record, file in expanded.items()}
     globs = check.strings(value, "a file glob", ("data",))
     if root is None:
         raise check.error(("data",), "not allowed in a definition: list the files in 'binary'")
@@ -349,13 +359,15 @@ def parse_target(
     base: str | None = None,
     root: Path | None = None,
     python_path: tuple[str, ...] = ("",),
+    data_matched: bool = False,
 ) -> Target:
     """Validate one target table.
 
     ``base`` is the folder resource paths are relative to (the label's package for BUILD.toml,
     the root for a DEF.json); ``root``, when given, is where resource files must exist;
     ``text`` is the file's source, used to point errors at a line; ``python_path`` the
-    workspace's import folders (``""``: the root), which name ``data`` files' records.
+    workspace's import folders (``""``: the root), which name ``data`` files' records;
+    ``data_matched``: ``data`` lists the workspace files a glob matched, not globs.
     """
     check = _Checker(file, label.name, text)
     check.table(table, TARGET_KEYS, ())
@@ -385,7 +397,7 @@ def parse_target(
     package_base = label.package if base is None else base
     text_files = _parse_files(check, table.get("text", {}), "text", package_base, root)
     binary_files = _parse_files(check, table.get("binary", {}), "binary", package_base, root)
-    data_files = _parse_data(check, table["data"], package_base, root, python_path) if "data" in table else {}
+    data_files = _parse_data(check, table["data"], package_base, root, python_path, data_matched) if "data" in table else {}
     pickles_value = check.expect(table.get("pickle", {}), dict, "a table of record = object", ("pickle",))
     pickles = {}
     for record, value in pickles_value.items():
@@ -461,8 +473,13 @@ def parse_build_file(root: Path, package: str, python_path: tuple[str, ...] = ("
     return targets
 
 
-def target_from_definition(data: Any, *, file: str) -> Target:
-    """Read a DEF.json back (see :mod:`torchpack.build.action`); resource paths are workspace-relative."""
+def target_from_definition(data: Any, *, file: str, data_python_path: tuple[str, ...] | None = None) -> Target:
+    """Read a DEF.json back (see :mod:`torchpack.build.action`); resource paths are workspace-relative.
+
+    With ``data_python_path``, the definition may also hold ``data``: the workspace files a
+    ``torch_package`` macro's glob matched, saved as binary records named below those
+    python-path folders (the rule's action turns its definition into a DEF.json this way).
+    """
     if not isinstance(data, dict) or not isinstance(data.get("label"), str):
         raise BuildFileError(file, "a target definition is a JSON object with a 'label' string")
     try:
@@ -470,7 +487,9 @@ def target_from_definition(data: Any, *, file: str) -> Target:
     except LabelError as exc:
         raise BuildFileError(file, str(exc), key="label") from None
     table = {key: value for key, value in data.items() if key != "label"}
-    return parse_target(table, label, file=file, base="")
+    if data_python_path is None:
+        return parse_target(table, label, file=file, base="")
+    return parse_target(table, label, file=file, base="", python_path=data_python_path, data_matched=True)
 
 
 def target_error(root: Path, label: Label, path: tuple[str | int, ...], message: str) -> BuildFileError:

@@ -118,6 +118,16 @@ def read_python_path(root: Path) -> tuple[str, ...]:
     return tuple(folders)
 
 
+def cli_python_path(root: Path) -> tuple[str, ...] | None:
+    """The python-path the CLI builds ``root`` with, or ``None`` when its pyproject.toml has no
+    ``[tool.torchpack]`` table (the workspace is no CLI workspace).  Bazel's ``torch_package``
+    checks its targets' ``python_path`` against it."""
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file() or not _declares_torchpack(pyproject):
+        return None
+    return read_python_path(root)
+
+
 def find_root(start: Path) -> Path:
     """The nearest folder at or above ``start`` that marks a workspace root."""
     start = start.resolve()
