@@ -7,15 +7,19 @@ it did not import does not; the standard library never enters the key."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import py_compile
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
 from build_support import REPO, cli_env, make_workspace, relocated_venv, write
 
 from torchpack.build.cache import ActionCache, toolchain_fingerprint
+from torchpack.build.inputs import ReadRecorder, export_inputs
 from torchpack.build.labels import parse_label
 from torchpack.build.schema import parse_build_file
 
@@ -160,3 +164,37 @@ def test_the_action_reports_a_pythonpath_folders_module_by_path_and_no_standard_
     outside = sorted(path for path in document["inputs"] if Path(path).is_absolute())
     assert outside == [str((folder / "pathlib_helpers" / name).resolve()) for name in ("__init__.py", "weights.py")]
     assert "torch" in document["distributions"]
+
+
+def _inputs_of_this_process(root: Path, imported: str) -> tuple[list[str], list[str]]:
+    """:func:`export_inputs` here, as if only ``imported`` had been imported during an export."""
+    preloaded = frozenset(name.partition(".")[0] for name in sys.modules) - {imported}
+    return export_inputs(root, [], set(), ReadRecorder(), set(), preloaded)
+
+
+def test_a_module_imported_from_bytecode_alone_is_keyed_by_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "on-the-path"
+    source = write(folder / "sourceless_helper.py", "SCALE = 2\n")
+    bytecode = folder / "sourceless_helper.pyc"
+    py_compile.compile(str(source), cfile=str(bytecode), doraise=True)
+    source.unlink()
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        importlib.import_module("sourceless_helper")
+        inputs, _ = _inputs_of_this_process(make_workspace(tmp_path / "ws", examples=False), "sourceless_helper")
+    finally:
+        sys.modules.pop("sourceless_helper", None)
+    assert inputs == [str(bytecode.resolve())]
+
+
+def test_standard_library_modules_first_imported_during_the_export_are_not_inputs(tmp_path: Path) -> None:
+    """The interpreter's own modules are keyed by its version (the toolchain), never by path:
+    a stdlib module, a stdlib package's submodule and an extension module of lib-dynload."""
+    for name in ("tomllib", "xml.dom.minidom", "_lsprof"):
+        before = set(sys.modules)
+        importlib.import_module(name)
+        try:
+            assert _inputs_of_this_process(make_workspace(tmp_path / "ws", examples=False), name.partition(".")[0]) == ([], [])
+        finally:
+            for fresh in set(sys.modules) - before:
+                sys.modules.pop(fresh, None)

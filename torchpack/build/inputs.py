@@ -64,14 +64,16 @@ class _CodeLocations:
     def owner(self, file: str) -> str | None:
         """The distribution that installed ``file``; :attr:`STANDARD_LIBRARY` for the standard
         library's; ``None`` for code to key by content."""
-        for candidate in (file, os.path.realpath(file)):
-            # Sites first: a base interpreter's site-packages lies inside its stdlib folder.
-            site = next((prefix for prefix in self._sites if candidate.startswith(prefix)), None)
-            if site is not None:
-                return self._provider(candidate[len(site):].partition(os.sep)[0].partition(".")[0])
-            if candidate.startswith(self._stdlib):
-                return self.STANDARD_LIBRARY
-        return None
+        owner = self._owner(file)
+        # Resolving costs a system call per folder: only for a file no folder's prefix matched.
+        return owner if owner is not None or (real := os.path.realpath(file)) == file else self._owner(real)
+
+    def _owner(self, file: str) -> str | None:
+        # Sites first: a base interpreter's site-packages lies inside its stdlib folder.
+        for site in self._sites:
+            if file.startswith(site):
+                return self._provider(file[len(site):].partition(os.sep)[0].partition(".")[0])
+        return self.STANDARD_LIBRARY if file.startswith(self._stdlib) else None
 
     def _provider(self, top: str) -> str | None:
         if top not in self._providers:
@@ -116,6 +118,7 @@ def export_inputs(
     inside = os.path.join(root, "")
     candidates = {Path(p) for p in recorder.paths if p.startswith(inside)}
     candidates.update(read)
+    modules: set[Path] = set()  # files of imported modules to key by content
     named: set[str] = set()
     elsewhere: dict[str, list[str]] = {}  # top-level name -> files of its modules outside the workspace
     for name, module in list(sys.modules.items()):
@@ -124,7 +127,7 @@ def export_inputs(
             continue
         if file.startswith(inside):
             # Workspace modules imported by factories shape the pickles even when not interned.
-            candidates.add(Path(file))
+            modules.add(Path(file))
             if file.endswith(".py"):
                 named |= _imported_names(file, module.__package__ or "")
         else:
@@ -133,17 +136,22 @@ def export_inputs(
     distributions = {dist for top in tops for dist in _distributions_providing(top)}
     locations = _CodeLocations()
     for top in used:
-        for file in elsewhere[top]:
+        # A preloaded library the workspace imports by name counts by its distribution only
+        # (its code is the toolchain's), which its first module's file names: looking at
+        # each of torch's thousand would double the walk.
+        for file in elsewhere[top] if top not in preloaded else elsewhere[top][:1]:
             owner = locations.owner(file)
             if owner is None:
                 if top not in preloaded:
-                    candidates.add(Path(file))
+                    modules.add(Path(file))
             elif owner != locations.STANDARD_LIBRARY:
                 distributions.add(owner)
     found = set()
-    for path in candidates:
+    for path in candidates | modules:
         resolved = path.resolve()
-        if resolved in skip or resolved.suffix == ".pyc" or not resolved.is_file():
+        # A bytecode cache follows its source (and carries its mtime): not an input, unless a
+        # module was imported from it alone.
+        if resolved in skip or (resolved.suffix == ".pyc" and path not in modules) or not resolved.is_file():
             continue
         if resolved.is_relative_to(root):
             found.add(resolved.relative_to(root).as_posix())
