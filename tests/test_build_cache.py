@@ -203,6 +203,7 @@ def test_libraries_a_factory_uses_are_keyed_though_the_archive_names_none(tmp_pa
     cache = ActionCache(root / "torchpack-out", root, toolchain_fingerprint())
     (record,) = cache.records(parse_label(LABEL))
     assert set(record.distributions) == {"torch", "numpy", "weightlib"}
+    assert not [path for path in record.inputs if Path(path).is_absolute()]  # the venv's path is no input
     assert _build(root, build)["state"] == "cached"
 
     # `pip install weightlib==2.0`: another version, other weights.

@@ -95,7 +95,6 @@ def _assert_edits_rebuild_only_when_imported(root: Path, python: Path, library: 
     (library / "weights.py").write_text("SCALE = 3\n")
     assert _build(root, python) == "built"
     assert hashlib.sha256(output.read_bytes()).hexdigest() != first
-    assert _build(root, python) == "cached"
 
 
 def test_editing_an_editable_installed_library_rebuilds(tmp_path: Path) -> None:
