@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -59,6 +60,21 @@ def started_export(marker: Path, process: subprocess.Popen, seconds: float = 120
         assert time.monotonic() < deadline and process.poll() is None, "the export never started"
         time.sleep(0.1)
     return int(marker.read_text())
+
+
+def relocated_venv(at: Path) -> Path:
+    """A venv at another path over the same interpreter and packages, as a CI cache restores."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    packages = at / "lib" / version / "site-packages"
+    packages.mkdir(parents=True)
+    (at / "bin").mkdir()
+    (at / "pyvenv.cfg").write_text((Path(sys.prefix) / "pyvenv.cfg").read_text() if sys.prefix != sys.base_prefix
+                                   else f"home = {Path(sys.base_prefix) / 'bin'}\ninclude-system-site-packages = false\n")
+    (at / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    # The original site-packages, .pth files included, seen through this venv.
+    lines = "".join(f"import site; site.addsitedir({entry!r})\n" for entry in site.getsitepackages())
+    (packages / "original.pth").write_text(lines)
+    return at / "bin" / "python"
 
 
 def cli_env(**overrides: str) -> dict[str, str]:

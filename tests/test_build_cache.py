@@ -7,13 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import site
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from build_support import cli_env, make_workspace, write
+from build_support import cli_env, make_workspace, relocated_venv, write
 
 from torchpack.build import cache as cache_module
 from torchpack.build.cache import ActionCache, toolchain_fingerprint, toolchain_identity
@@ -74,26 +73,11 @@ def test_torchpack_build_and_python_m_torchpack_build_share_the_cache(tmp_path: 
     assert _build(root, TORCHPACK_BUILD)["state"] == "cached"
 
 
-def _relocated_venv(at: Path) -> Path:
-    """A venv at another path over the same interpreter and packages, as a CI cache restores."""
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    packages = at / "lib" / version / "site-packages"
-    packages.mkdir(parents=True)
-    (at / "bin").mkdir()
-    (at / "pyvenv.cfg").write_text((Path(sys.prefix) / "pyvenv.cfg").read_text() if sys.prefix != sys.base_prefix
-                                   else f"home = {Path(sys.base_prefix) / 'bin'}\ninclude-system-site-packages = false\n")
-    (at / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
-    # The original site-packages, .pth files included, seen through this venv.
-    lines = "".join(f"import site; site.addsitedir({entry!r})\n" for entry in site.getsitepackages())
-    (packages / "original.pth").write_text(lines)
-    return at / "bin" / "python"
-
-
 def test_venv_at_another_path_hits(tmp_path: Path) -> None:
     root = _workspace(tmp_path)
     first = _build(root, PYTHON_M_BUILD)
     assert first["state"] == "built"
-    moved = _relocated_venv(tmp_path / "restored-venv")
+    moved = relocated_venv(tmp_path / "restored-venv")
     probe = subprocess.run([str(moved), "-c", "import sys, torch; print(sys.executable)"], capture_output=True, text=True, env=cli_env())
     assert probe.returncode == 0 and probe.stdout.strip() == str(moved), probe.stderr
     second = _build(root, [str(moved), "-m", "torchpack.build"])
@@ -193,7 +177,7 @@ def test_libraries_a_factory_uses_are_keyed_though_the_archive_names_none(tmp_pa
     rebuild, and only the targets that use it.  numpy counts too, though torch imported it
     before the factory ran."""
     root = _workspace(tmp_path)
-    python = _relocated_venv(tmp_path / "venv")
+    python = relocated_venv(tmp_path / "venv")
     (site_packages,) = (tmp_path / "venv" / "lib").glob("python*/site-packages")
 
     def install_weightlib(version: str, scale: int) -> None:
@@ -219,6 +203,7 @@ def test_libraries_a_factory_uses_are_keyed_though_the_archive_names_none(tmp_pa
     cache = ActionCache(root / "torchpack-out", root, toolchain_fingerprint())
     (record,) = cache.records(parse_label(LABEL))
     assert set(record.distributions) == {"torch", "numpy", "weightlib"}
+    assert not [path for path in record.inputs if Path(path).is_absolute()]  # the venv's path is no input
     assert _build(root, build)["state"] == "cached"
 
     # `pip install weightlib==2.0`: another version, other weights.

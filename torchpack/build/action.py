@@ -22,11 +22,12 @@ command line or definition exits with status 2.
 ``--dep LABEL=ARCHIVE`` gives the archive built for each label in ``deps``.  ``--report``
 writes a JSON object ``{"inputs": [...], "distributions": [...], "sha256": ..., "size": ...,
 "error": null | "message"}``; ``inputs`` lists every file the export read (interned sources,
-resources, files the factories opened, workspace modules they imported): workspace-relative
-posix paths, absolute paths outside the workspace except installed code, which is named by its
-distribution in ``distributions`` (those the archive externs or interns, and the libraries
-the export's code used without packaging them).  The action cache of
-``python -m torchpack.build`` keys on their digests and versions.
+resources, files the factories opened, workspace modules they imported, and the modules of
+libraries it used that no distribution in site-packages installed: an editable install, a
+PYTHONPATH or ``.pth`` folder): workspace-relative posix paths, else absolute; installed code
+is named by its distribution in ``distributions`` (those the archive externs or interns, and
+the libraries the export's code used without packaging them), and the standard library by
+neither.  The action cache of ``python -m torchpack.build`` keys on their digests and versions.
 
 ``--confine`` (the CLI passes it) keeps the inputs inside the workspace: a declared ``text`` or
 ``binary`` file, or any file the export read through a workspace path, whose real path leaves

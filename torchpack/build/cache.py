@@ -6,9 +6,12 @@ output's bytes are kept by content, so that any of several earlier builds can be
 
 1. the target's canonical definition;
 2. the SHA-256 of every workspace file its export read (the action reports them: interned
-   sources, resources, files factories opened, workspace modules they imported);
+   sources, resources, files factories opened, workspace modules they imported), and of every
+   module file it imported from outside both the workspace and site-packages' distributions
+   (an editable install, a PYTHONPATH or ``.pth`` folder, a library without metadata);
 3. the SHA-256 of each dependency's archive;
-4. the versions of the distributions the archive externs or interns (reported by the action);
+4. the versions of the distributions the archive externs or interns, or whose libraries the
+   export's code used (reported by the action);
 5. the toolchain: the interpreter's implementation, version and ABI/platform tags (never its
    path: ``python`` and ``python3``, or a venv restored elsewhere, are the same toolchain),
    torch's version, torchpack's own sources and ``SOURCE_DATE_EPOCH``.
