@@ -33,12 +33,15 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torchpack.build.zygote import Zygote
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -145,44 +148,110 @@ def _sign(argv: list[str]) -> int:
     return 0
 
 
+def _expand_flagfile(argv: list[str], root: Path) -> list[str]:
+    """The rule passes its arguments in a file (``@FILE``, one per line), as workers need."""
+    if len(argv) == 1 and argv[0].startswith("@"):
+        return (root / argv[0][1:]).read_text(encoding="utf-8").splitlines()
+    return argv
+
+
+def _package(options: argparse.Namespace, action_args: list[str], root: Path, zygote: Zygote | None) -> tuple[int, str]:
+    """One export; returns its exit status and the error text to show (empty on success).
+
+    The rule's paths are relative to ``root``: the execroot (or the sandbox Bazel made), or the
+    persistent worker's folder of the request's declared inputs.
+    """
+    from torchpack.build import runner
+
+    workspace = (root / options.workspace).resolve()
+    scratch = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
+    try:
+        (scratch / "home").mkdir()
+        # The same command line (or zygote child) and environment as `python -m torchpack.build` uses.
+        returncode, log = runner.run_export(
+            [*action_args, "--workspace", str(workspace)],
+            env=runner.hermetic_env(scratch / "home"),
+            cwd=workspace,
+            umask=0o022,
+            log=scratch / "log",
+            zygote=zygote,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    if returncode != 0:
+        message = _point_at_build_file(log, options.build_file, action_args)
+        if not log.strip():
+            message += f"error: {options.build_file}: the export exited with status {returncode}\n"
+        return (returncode if returncode > 0 else 1), message
+
+    archive = root / options.archive
+    (root / options.digest).write_text(_sha256(archive) + "\n", encoding="utf-8")
+    (root / options.extern_modules).write_text(_extern_modules(archive), encoding="utf-8")
+    return 0, ""
+
+
+def _serve_as_worker() -> int:
+    """Bazel's persistent worker (``--persistent_worker``): one zygote, one forked export per request.
+
+    The zygote (torchpack/build/zygote.py, as the CLI uses it) imports torch once; each request
+    is a fresh fork of it that becomes the process the one-shot builder would start, so a
+    request sees nothing of an earlier one.  The worker is this builder's runfiles and this
+    interpreter: Bazel starts a new worker when any of them changes (they are its tool files,
+    part of the worker's key), so a worker never serves another torchpack.
+    """
+    import persistent_worker
+    from torchpack.build import runner
+    from torchpack.build.zygote import ZygoteUnavailable
+
+    execroot = Path.cwd()
+    zygote_home = Path(tempfile.mkdtemp(prefix="torchpack-zygote-"))
+    try:
+        zygote: Zygote | None = runner.start_zygote(zygote_home)
+    except (OSError, ZygoteUnavailable) as error:
+        print(f"torch_package worker: no zygote ({error}); each export starts its own interpreter", file=sys.stderr)
+        zygote = None
+
+    def handle(request: persistent_worker.WorkRequest) -> tuple[int, str]:
+        try:
+            options, action_args = _parse(_expand_flagfile(request.arguments, execroot))
+        except SystemExit as error:
+            return 2, f"{error.code}\n" if isinstance(error.code, str) else "torch_package builder: bad arguments\n"
+        outputs = [str(path) for path in (options.archive, options.digest, options.extern_modules)]
+        tree = persistent_worker.declared_tree(execroot, request.inputs)
+        try:
+            for output in outputs:
+                (tree / output).parent.mkdir(parents=True, exist_ok=True)
+            code, message = _package(options, action_args, tree, zygote)
+            if code == 0:
+                persistent_worker.move_outputs(tree, execroot, outputs)
+            return code, message
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
+
+    try:
+        return persistent_worker.serve(handle)
+    finally:
+        if zygote is not None:
+            zygote.close()
+        shutil.rmtree(zygote_home, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
+    if "--persistent_worker" in argv:
+        return _serve_as_worker()
+    argv = _expand_flagfile(argv, Path.cwd())
     if argv[:1] == ["--sign"]:
         return _sign(argv[1:])
     options, action_args = _parse(argv)
     try:
-        from torchpack.build import runner
+        from torchpack.build import runner  # noqa: F401  (checked here to say so plainly)
     except ImportError as exc:
         print(f"error: the torch_package builder cannot import torchpack.build ({exc})", file=sys.stderr)
         return 2
-
-    workspace = options.workspace.resolve()
-    home = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
-    try:
-        (home / "home").mkdir()
-        # The same command line and environment as `python -m torchpack.build` uses.
-        command = runner.action_command([*action_args, "--workspace", str(workspace)])
-        process = subprocess.run(
-            command,
-            env=runner.hermetic_env(home / "home"),
-            cwd=str(workspace),
-            umask=0o022,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-    log = process.stdout.decode("utf-8", "replace")
-    if process.returncode != 0:
-        sys.stderr.write(_point_at_build_file(log, options.build_file, action_args))
-        if not log.strip():
-            print(f"error: {options.build_file}: the export exited with status {process.returncode}", file=sys.stderr)
-        return process.returncode if process.returncode > 0 else 1
-
-    options.digest.write_text(_sha256(options.archive) + "\n", encoding="utf-8")
-    options.extern_modules.write_text(_extern_modules(options.archive), encoding="utf-8")
-    return 0
+    code, message = _package(options, action_args, Path.cwd(), None)
+    sys.stderr.write(message)
+    return code
 
 
 if __name__ == "__main__":
