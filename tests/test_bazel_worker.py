@@ -3,12 +3,13 @@ archives and the same errors as the one-shot action, and no state carried betwee
 
 One Bazel server (its own output root and workspace copy, as in tests/test_bazel.py) builds a
 small workspace twice per check: with `--strategy=TorchPackage=worker` and with
-`--strategy=TorchPackage=sandboxed` (the one-shot builder in Bazel's sandbox).
+`--strategy=TorchPackage=sandboxed` (the one-shot builder in Bazel's sandbox).  The tests that
+drive Bazel carry the `bazel` marker; the protocol's encoding is checked without Bazel.
 """
 
 from __future__ import annotations
 
-import re
+import io
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import pytest
 
 from test_bazel import COMMAND_TIMEOUT, Bazel, Result, bazel_server
 
-pytestmark = pytest.mark.bazel
+REPO = Path(__file__).resolve().parents[1]
 
 WORKER = "--strategy=TorchPackage=worker"
 SANDBOXED = "--strategy=TorchPackage=sandboxed"
@@ -167,6 +168,7 @@ def _errors(stderr: str) -> list[str]:
     return sorted(line for line in stderr.splitlines() if line.startswith("error: "))
 
 
+@pytest.mark.bazel
 def test_worker_writes_the_bytes_of_the_sandboxed_action_and_of_the_cli(bazel, tmp_path):
     with_worker = bazel.build("//wk:all", WORKER).check()
     assert _runners(with_worker) == {"worker"}, with_worker.spawns()
@@ -183,6 +185,7 @@ def test_worker_writes_the_bytes_of_the_sandboxed_action_and_of_the_cli(bazel, t
     assert _cli_archives(bazel, tmp_path / "cli") == worker_bytes
 
 
+@pytest.mark.bazel
 def test_failing_exports_read_the_same_under_the_worker(bazel):
     results = {}
     for strategy in (WORKER, SANDBOXED):
@@ -204,6 +207,7 @@ def test_failing_exports_read_the_same_under_the_worker(bazel):
     assert not list(Path(bazel.info("bazel-bin")).glob("wkfail/*.pt"))
 
 
+@pytest.mark.bazel
 def test_a_rebuild_after_an_edit_uses_the_new_source(bazel, tmp_path):
     bazel.build("//wk:all", WORKER).check()
     workers = _worker_logs(bazel)
@@ -230,3 +234,30 @@ def test_a_rebuild_after_an_edit_uses_the_new_source(bazel, tmp_path):
     rebuilt = bazel.build("//wk:all", WORKER).check()
     assert _runners(rebuilt) == {"worker"} and len(rebuilt.spawns()) == len(ARCHIVES)
     assert set(_worker_logs(bazel)) > set(workers)
+
+
+def test_work_requests_and_responses_are_protocol_buffers(monkeypatch):
+    """Bytes as Bazel's protobuf library writes them (length-delimited, fields in any order,
+    unknown fields skipped), and the response's encoding field by field."""
+    monkeypatch.syspath_prepend(str(REPO / "rules" / "private"))
+    import persistent_worker as protocol
+
+    path = "bazel-out/k8/bin/wk/\u00e9.py".encode()
+    request = (
+        b"\x0a\x03--a"                                           # arguments: "--a"
+        + b"\x12" + bytes([len(path) + 6]) + b"\x0a" + bytes([len(path)]) + path + b"\x12\x02\x01\x02"  # inputs
+        + b"\x3d\x00\x00\x00\x00"                                # field 7, fixed32: not ours
+        + b"\x0a\x00"                                             # arguments: ""
+        + b"\x18\xac\x02"                                         # request_id: 300
+    )
+    stream = io.BytesIO(bytes([len(request)]) + request + b"\x00")
+    assert protocol.read_request(stream) == protocol.WorkRequest(["--a", ""], ["bazel-out/k8/bin/wk/\u00e9.py"], 300)
+    assert protocol.read_request(stream) == protocol.WorkRequest()  # an empty message: all defaults
+    assert protocol.read_request(stream) is None
+    with pytest.raises(protocol.ProtocolError):
+        protocol.read_request(io.BytesIO(b"\x05\x0a\x03"))
+
+    assert protocol.encode_response(0, "", 0) == b"\x00"
+    assert protocol.encode_response(1, "error: x\n", 0) == b"\x0d\x08\x01\x12\x09error: x\n"
+    # A negative int32 is ten bytes of varint; request_id 300 is two.
+    assert protocol.encode_response(-1, "", 300) == b"\x0e\x08" + b"\xff" * 9 + b"\x01\x18\xac\x02"
