@@ -5,12 +5,16 @@ Usage (written by the rule, not by hand)::
     builder --archive OUT.pt --digest OUT.pt.sha256 --extern-modules OUT.pt.extern_modules \\
             --build-file PKG/BUILD.bazel --workspace ROOT -- ACTION-ARGS...
 
+(the rule writes these arguments into a file and passes ``@FILE``, one argument per line).
 ``ACTION-ARGS`` go to ``torchpack.build.action`` (``--definition DEF.json --output OUT.pt
 [--dep LABEL=ARCHIVE ...] [--python-path FOLDER ...]``).  The export runs in a fresh
 interpreter (this one's ``sys.executable``: the registered Python toolchain) started the way
 the CLI starts it, with the CLI's sanitised environment
 (:func:`torchpack.build.runner.hermetic_env`), umask 022 and the workspace as working
-directory, so that Bazel and the CLI write the same bytes.  After a
+directory, so that Bazel and the CLI write the same bytes.  As Bazel's persistent worker
+(``builder --persistent_worker``: :func:`_serve_as_worker`, persistent_worker.py) it forks each
+export from a zygote instead, as the CLI does, in a folder of the request's declared inputs;
+the archive and the error text are the same.  After a
 successful export the archive's SHA-256 and its ``.data/extern_modules`` record are written
 next to it for the ``TorchPackageInfo`` provider.
 
@@ -201,6 +205,10 @@ def _serve_as_worker() -> int:
     part of the worker's key), so a worker never serves another torchpack.
     """
     import persistent_worker
+
+    missing = _missing_torchpack()
+    if missing:
+        return persistent_worker.serve(lambda request: (2, missing))
     from torchpack.build import runner
     from torchpack.build.zygote import ZygoteUnavailable
 
@@ -237,6 +245,15 @@ def _serve_as_worker() -> int:
         shutil.rmtree(zygote_home, ignore_errors=True)
 
 
+def _missing_torchpack() -> str:
+    """The error of an interpreter that cannot import torchpack's build layer, else ''."""
+    try:
+        from torchpack.build import runner  # noqa: F401
+    except ImportError as exc:
+        return f"error: the torch_package builder cannot import torchpack.build ({exc})\n"
+    return ""
+
+
 def main(argv: list[str]) -> int:
     if "--persistent_worker" in argv:
         return _serve_as_worker()
@@ -244,10 +261,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--sign"]:
         return _sign(argv[1:])
     options, action_args = _parse(argv)
-    try:
-        from torchpack.build import runner  # noqa: F401  (checked here to say so plainly)
-    except ImportError as exc:
-        print(f"error: the torch_package builder cannot import torchpack.build ({exc})", file=sys.stderr)
+    missing = _missing_torchpack()
+    if missing:
+        sys.stderr.write(missing)
         return 2
     code, message = _package(options, action_args, Path.cwd(), None)
     sys.stderr.write(message)
