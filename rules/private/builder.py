@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import os
 import re
 import shutil
@@ -248,7 +249,7 @@ def _serve_as_worker() -> int:
 def _missing_torchpack() -> str:
     """The error of an interpreter that cannot import torchpack's build layer, else ''."""
     try:
-        from torchpack.build import runner  # noqa: F401
+        importlib.import_module("torchpack.build.runner")
     except ImportError as exc:
         return f"error: the torch_package builder cannot import torchpack.build ({exc})\n"
     return ""
