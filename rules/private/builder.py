@@ -5,6 +5,7 @@ Usage (written by the rule, not by hand)::
     builder --archive OUT.pt --digest OUT.pt.sha256 --extern-modules OUT.pt.extern_modules \\
             --build-file PKG/BUILD.bazel --workspace ROOT --typed-definition TYPED.json -- ACTION-ARGS...
 
+(the rule writes these arguments into a file and passes ``@FILE``, one argument per line).
 ``ACTION-ARGS`` go to ``torchpack.build.action`` (``--definition DEF.json --output OUT.pt
 [--dep LABEL=ARCHIVE ...] [--python-path FOLDER ...]``).  ``TYPED.json`` is the target as
 the rule wrote it: attribute values as typed, and ``data`` as the files the macro's glob
@@ -15,7 +16,10 @@ the CLI hold the one definition of both.  The export runs in a fresh
 interpreter (this one's ``sys.executable``: the registered Python toolchain) started the way
 the CLI starts it, with the CLI's sanitised environment
 (:func:`torchpack.build.runner.hermetic_env`), umask 022 and the workspace as working
-directory, so that Bazel and the CLI write the same bytes.  After a
+directory, so that Bazel and the CLI write the same bytes.  As Bazel's persistent worker
+(``builder --persistent_worker``: :func:`_serve_as_worker`, persistent_worker.py) it forks each
+export from a zygote instead, as the CLI does, in a folder of the request's declared inputs;
+the archive and the error text are the same.  After a
 successful export the archive's SHA-256 and its ``.data/extern_modules`` record are written
 next to it for the ``TorchPackageInfo`` provider.
 
@@ -35,16 +39,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torchpack.build.zygote import Zygote
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -67,17 +75,23 @@ def _python_path(action_args: list[str]) -> tuple[str, ...]:
     return tuple("" if folder in ("", ".") else folder for folder in folders) or ("",)
 
 
-def _write_definition(typed: Path, action_args: list[str]) -> str | None:
-    """Writes the action's ``--definition`` file from the typed one; the error, if any."""
+def _definition_output(action_args: list[str]) -> str:
+    """The action's ``--definition`` file: an output of the action, written by the builder."""
+    return action_args[action_args.index("--definition") + 1]
+
+
+def _write_definition(root: Path, typed: Path, action_args: list[str]) -> str | None:
+    """Writes the action's ``--definition`` file from the typed one (both relative to
+    ``root``); the error, if any, naming the typed file as the rule wrote its path."""
     from torchpack.build.schema import BuildFileError, target_from_definition
 
     try:
         target = target_from_definition(
-            json.loads(typed.read_text(encoding="utf-8")), file=str(typed), data_python_path=_python_path(action_args)
+            json.loads((root / typed).read_text(encoding="utf-8")), file=str(typed), data_python_path=_python_path(action_args)
         )
     except (OSError, ValueError, BuildFileError) as exc:
         return f"error: {exc}\n"
-    Path(action_args[action_args.index("--definition") + 1]).write_text(target.definition_json(), encoding="utf-8")
+    (root / _definition_output(action_args)).write_text(target.definition_json(), encoding="utf-8")
     return None
 
 
@@ -171,48 +185,126 @@ def _sign(argv: list[str]) -> int:
     return 0
 
 
+def _expand_flagfile(argv: list[str], root: Path) -> list[str]:
+    """The rule passes its arguments in a file (``@FILE``, one per line), as workers need."""
+    if len(argv) == 1 and argv[0].startswith("@"):
+        return (root / argv[0][1:]).read_text(encoding="utf-8").splitlines()
+    return argv
+
+
+def _package(options: argparse.Namespace, action_args: list[str], root: Path, zygote: Zygote | None) -> tuple[int, str]:
+    """One export; returns its exit status and the error text to show (empty on success).
+
+    The rule's paths are relative to ``root``: the execroot (or the sandbox Bazel made), or the
+    persistent worker's folder of the request's declared inputs.
+    """
+    from torchpack.build import runner
+
+    invalid = _write_definition(root, options.typed_definition, action_args)
+    if invalid:
+        return 2, _point_at_build_file(invalid, options.build_file, action_args, options.typed_definition)
+    workspace = (root / options.workspace).resolve()
+    scratch = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
+    try:
+        (scratch / "home").mkdir()
+        # The same command line (or zygote child) and environment as `python -m torchpack.build` uses.
+        returncode, log = runner.run_export(
+            [*action_args, "--workspace", str(workspace)],
+            env=runner.hermetic_env(scratch / "home"),
+            cwd=workspace,
+            umask=0o022,
+            log=scratch / "log",
+            zygote=zygote,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    if returncode != 0:
+        message = _point_at_build_file(log, options.build_file, action_args, options.typed_definition)
+        if not log.strip():
+            message += f"error: {options.build_file}: the export exited with status {returncode}\n"
+        return (returncode if returncode > 0 else 1), message
+
+    archive = root / options.archive
+    (root / options.digest).write_text(_sha256(archive) + "\n", encoding="utf-8")
+    (root / options.extern_modules).write_text(_extern_modules(archive), encoding="utf-8")
+    return 0, ""
+
+
+def _serve_as_worker() -> int:
+    """Bazel's persistent worker (``--persistent_worker``): one zygote, one forked export per request.
+
+    The zygote (torchpack/build/zygote.py, as the CLI uses it) imports torch once; each request
+    is a fresh fork of it that becomes the process the one-shot builder would start, so a
+    request sees nothing of an earlier one.  The worker is this builder's runfiles and this
+    interpreter: Bazel starts a new worker when any of them changes (they are its tool files,
+    part of the worker's key), so a worker never serves another torchpack.
+    """
+    import persistent_worker
+
+    missing = _missing_torchpack()
+    if missing:
+        return persistent_worker.serve(lambda request: (2, missing))
+    from torchpack.build import runner
+    from torchpack.build.zygote import ZygoteUnavailable
+
+    execroot = Path.cwd()
+    zygote_home = Path(tempfile.mkdtemp(prefix="torchpack-zygote-"))
+    try:
+        zygote: Zygote | None = runner.start_zygote(zygote_home)
+    except (OSError, ZygoteUnavailable) as error:
+        print(f"torch_package worker: no zygote ({error}); each export starts its own interpreter", file=sys.stderr)
+        zygote = None
+
+    def handle(request: persistent_worker.WorkRequest) -> tuple[int, str]:
+        try:
+            options, action_args = _parse(_expand_flagfile(request.arguments, execroot))
+        except SystemExit as error:
+            return 2, f"{error.code}\n" if isinstance(error.code, str) else "torch_package builder: bad arguments\n"
+        outputs = [str(path) for path in (options.archive, options.digest, options.extern_modules)]
+        outputs.append(_definition_output(action_args))
+        tree = persistent_worker.declared_tree(execroot, request.inputs)
+        try:
+            for output in outputs:
+                (tree / output).parent.mkdir(parents=True, exist_ok=True)
+            code, message = _package(options, action_args, tree, zygote)
+            if code == 0:
+                persistent_worker.move_outputs(tree, execroot, outputs)
+            return code, message
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
+
+    try:
+        return persistent_worker.serve(handle)
+    finally:
+        if zygote is not None:
+            zygote.close()
+        shutil.rmtree(zygote_home, ignore_errors=True)
+
+
+def _missing_torchpack() -> str:
+    """The error of an interpreter that cannot import torchpack's build layer, else ''."""
+    try:
+        importlib.import_module("torchpack.build.runner")
+    except ImportError as exc:
+        return f"error: the torch_package builder cannot import torchpack.build ({exc})\n"
+    return ""
+
+
 def main(argv: list[str]) -> int:
+    if "--persistent_worker" in argv:
+        return _serve_as_worker()
+    argv = _expand_flagfile(argv, Path.cwd())
     if argv[:1] == ["--sign"]:
         return _sign(argv[1:])
     options, action_args = _parse(argv)
-    try:
-        from torchpack.build import runner
-    except ImportError as exc:
-        print(f"error: the torch_package builder cannot import torchpack.build ({exc})", file=sys.stderr)
+    missing = _missing_torchpack()
+    if missing:
+        sys.stderr.write(missing)
         return 2
-
-    invalid = _write_definition(options.typed_definition, action_args)
-    if invalid:
-        sys.stderr.write(_point_at_build_file(invalid, options.build_file, action_args, options.typed_definition))
-        return 2
-    workspace = options.workspace.resolve()
-    home = Path(tempfile.mkdtemp(prefix="torchpack-action-"))
-    try:
-        (home / "home").mkdir()
-        # The same command line and environment as `python -m torchpack.build` uses.
-        command = runner.action_command([*action_args, "--workspace", str(workspace)])
-        process = subprocess.run(
-            command,
-            env=runner.hermetic_env(home / "home"),
-            cwd=str(workspace),
-            umask=0o022,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-    log = process.stdout.decode("utf-8", "replace")
-    if process.returncode != 0:
-        sys.stderr.write(_point_at_build_file(log, options.build_file, action_args, options.typed_definition))
-        if not log.strip():
-            print(f"error: {options.build_file}: the export exited with status {process.returncode}", file=sys.stderr)
-        return process.returncode if process.returncode > 0 else 1
-
-    options.digest.write_text(_sha256(options.archive) + "\n", encoding="utf-8")
-    options.extern_modules.write_text(_extern_modules(options.archive), encoding="utf-8")
-    return 0
+    code, message = _package(options, action_args, Path.cwd(), None)
+    sys.stderr.write(message)
+    return code
 
 
 if __name__ == "__main__":

@@ -247,6 +247,11 @@ def _torch_package_impl(ctx):
     for folder in ctx.attr.python_path:
         args.add("--python-path=" + (folder or "."))
 
+    # Always in a file (`@FILE`, one argument per line): what Bazel hands a persistent
+    # worker as a WorkRequest's arguments.
+    args.use_param_file("@%s", use_always = True)
+    args.set_param_file_format("multiline")
+
     ctx.actions.run(
         executable = ctx.executable._builder,
         arguments = [args],
@@ -262,6 +267,10 @@ def _torch_package_impl(ctx):
         # takes SOURCE_DATE_EPOCH from its caller (here --action_env=SOURCE_DATE_EPOCH=...).
         env = _source_date_epoch(ctx),
         use_default_shell_env = False,
+        # The builder can be a persistent worker (Bazel's default strategy for actions that
+        # support one; `--strategy=TorchPackage=sandboxed` turns it off): torch is imported
+        # once per worker instead of once per action.
+        execution_requirements = {"supports-workers": "1"},
     )
 
     signature = _sign(ctx, archive) if ctx.attr.sign else None

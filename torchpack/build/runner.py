@@ -57,6 +57,24 @@ def _interpreter(bootstrap: str) -> list[str]:
     return [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "-c", bootstrap, _TORCHPACK_HOME]
 
 
+def start_zygote(home: Path, *, scan_cache: Path | None = None) -> Zygote:
+    """A zygote for exports whose environment is :func:`hermetic_env` (``home``: its own folder).
+
+    Shared with the Bazel rule's persistent worker.  Its working directory is ``home``, not a
+    workspace: without -P (Python < 3.11) the working directory is on sys.path while torch is
+    imported.  Raises :class:`ZygoteUnavailable` (or OSError) when it cannot start.
+    """
+    return Zygote(_interpreter(_ZYGOTE_BOOTSTRAP), hermetic_env(home, scan_cache=scan_cache), home)
+
+
+def run_export(
+    action_args: list[str], *, env: dict[str, str], cwd: Path, umask: int, log: Path, zygote: Zygote | None,
+) -> tuple[int, str]:
+    """One export, forked by ``zygote`` when it can take ``env`` (else a fresh interpreter):
+    its exit status and output.  The Bazel rule's builder runs its exports through this."""
+    return _Processes().run(action_args, env=env, cwd=cwd, umask=umask, log=log, zygote=zygote)
+
+
 @dataclass(frozen=True)
 class Options:
     jobs: int = 1
@@ -341,12 +359,8 @@ class Builder:
             if not self._zygote_tried:
                 self._zygote_tried = True
                 self._zygote_home = tempfile.mkdtemp(prefix="torchpack-zygote-")
-                home = Path(self._zygote_home)
-                env = hermetic_env(home, scan_cache=self.cache.folder / "scan")
-                # Its working directory is its own empty home, not the workspace: without -P
-                # (Python < 3.11) the working directory is on sys.path while torch is imported.
                 try:
-                    self._zygote = Zygote(_interpreter(_ZYGOTE_BOOTSTRAP), env, home)
+                    self._zygote = start_zygote(Path(self._zygote_home), scan_cache=self.cache.folder / "scan")
                 except (OSError, ZygoteUnavailable):
                     self._zygote = None
             return self._zygote
