@@ -71,8 +71,9 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def _python_path(action_args: list[str]) -> tuple[str, ...]:
     """The ``--python-path`` folders of the action, as the action reads them."""
-    folders = [arg.partition("=")[2] for arg in action_args if arg.startswith("--python-path=")]
-    return tuple("" if folder in ("", ".") else folder for folder in folders) or ("",)
+    from torchpack.build.workspace import flag_python_path
+
+    return flag_python_path(arg.partition("=")[2] for arg in action_args if arg.startswith("--python-path="))
 
 
 def _definition_output(action_args: list[str]) -> str:
@@ -122,7 +123,7 @@ def _point_at_build_file(log: str, build_file: str, action_args: list[str], type
     package = build_file.rpartition("/")[0]
     wrong = [f"{package}/BUILD.toml" if package else "BUILD.toml", str(typed)]
     if "--definition" in action_args[:-1]:
-        wrong.append(action_args[action_args.index("--definition") + 1])
+        wrong.append(_definition_output(action_args))
     located = re.compile(
         rf"^error: (?:{'|'.join(map(re.escape, wrong))})(?::\d+)*: (?:target '([^']+)': )?(?:key ('[^']*'): )?",
         re.MULTILINE,

@@ -101,6 +101,7 @@ from .inputs import ReadRecorder, export_inputs
 from .labels import Label, LabelError, parse_label
 from .schema import BuildFileError, locate_target_line, target_error, target_from_definition
 from .targets import Call, Loaded, PickleSource, Target, split_record
+from .workspace import flag_python_path
 
 Key = tuple[str | int, ...]
 ACTIONS_KEY: Key = ("intern/extern/mock/deny",)
@@ -514,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         _write_report(args.report, str(exc))
         return 2
 
-    python_path = tuple("" if folder in ("", ".") else folder for folder in args.python_path) or ("",)
+    python_path = flag_python_path(args.python_path)
     # What torch and the exporter import (numpy through torch, blake3) is the toolchain, keyed
     # by torch's version; anything imported after this is the target's own doing.
     import torch  # noqa: F401

@@ -487,9 +487,9 @@ def target_from_definition(data: Any, *, file: str, data_python_path: tuple[str,
     except LabelError as exc:
         raise BuildFileError(file, str(exc), key="label") from None
     table = {key: value for key, value in data.items() if key != "label"}
-    if data_python_path is None:
-        return parse_target(table, label, file=file, base="")
-    return parse_target(table, label, file=file, base="", python_path=data_python_path, data_matched=True)
+    return parse_target(
+        table, label, file=file, base="", python_path=data_python_path or ("",), data_matched=data_python_path is not None
+    )
 
 
 def target_error(root: Path, label: Label, path: tuple[str | int, ...], message: str) -> BuildFileError:

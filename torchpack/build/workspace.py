@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +116,12 @@ def read_python_path(root: Path) -> tuple[str, ...]:
         if folder not in folders:
             folders.append(folder)
     return tuple(folders)
+
+
+def flag_python_path(folders: Iterable[str]) -> tuple[str, ...]:
+    """The folders of an action's ``--python-path`` flags as :func:`read_python_path` gives
+    them: ``"."`` is the root, ``""``; none given is the root alone."""
+    return tuple("" if folder in ("", ".") else folder for folder in folders) or ("",)
 
 
 def cli_python_path(root: Path) -> tuple[str, ...] | None:
