@@ -261,3 +261,20 @@ def test_work_requests_and_responses_are_protocol_buffers(monkeypatch):
     assert protocol.encode_response(1, "error: x\n", 0) == b"\x0d\x08\x01\x12\x09error: x\n"
     # A negative int32 is ten bytes of varint; request_id 300 is two.
     assert protocol.encode_response(-1, "", 300) == b"\x0e\x08" + b"\xff" * 9 + b"\x01\x18\xac\x02"
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.py", "wk/../../outside.py", ""])
+def test_an_input_outside_the_execroot_is_refused_before_any_link_is_made(monkeypatch, tmp_path, path):
+    """A request naming an input that is absolute or climbs out of the execroot would place a
+    link outside the request's folder: it is refused, and nothing is created anywhere."""
+    monkeypatch.syspath_prepend(str(REPO / "rules" / "private"))
+    import persistent_worker as protocol
+
+    execroot = tmp_path / "execroot"
+    execroot.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    monkeypatch.setattr(protocol.tempfile, "tempdir", None)
+    with pytest.raises(protocol.ProtocolError, match="not a path inside the execroot"):
+        protocol.declared_tree(execroot, ["wk/__init__.py", path])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["execroot", "scratch"]

@@ -264,7 +264,10 @@ def _serve_as_worker() -> int:
             return 2, f"{error.code}\n" if isinstance(error.code, str) else "torch_package builder: bad arguments\n"
         outputs = [str(path) for path in (options.archive, options.digest, options.extern_modules)]
         outputs.append(_definition_output(action_args))
-        tree = persistent_worker.declared_tree(execroot, request.inputs)
+        try:
+            tree = persistent_worker.declared_tree(execroot, request.inputs)
+        except persistent_worker.ProtocolError as error:
+            return 2, f"torch_package worker: {error}\n"
         try:
             for output in outputs:
                 (tree / output).parent.mkdir(parents=True, exist_ok=True)

@@ -136,6 +136,11 @@ def encode_response(exit_code: int, output: str, request_id: int) -> bytes:
 
 def declared_tree(execroot: Path, inputs: list[str]) -> Path:
     """A new folder holding a link to each of ``inputs`` (execroot-relative) and nothing else."""
+    for path in inputs:
+        # A link is made at tree/path: a path that is absolute or climbs out would put one
+        # outside the folder (and so outside what this request may see or write).
+        if not path or path.startswith("/") or ".." in Path(path).parts:
+            raise ProtocolError(f"input {path!r} is not a path inside the execroot")
     tree = Path(tempfile.mkdtemp(prefix="torchpack-worker-"))
     linked: set[str] = set()
     for path in sorted(inputs):
